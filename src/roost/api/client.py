@@ -1,0 +1,126 @@
+"""The typed HTTP client for Roost's API: what the CLI, the tests and users' scripts call.
+
+Streaming methods return iterators of plain dicts (one per NDJSON line) so that printing a
+token costs no validation; an `{"error": ...}` line or a status >= 400 raises
+ResponseError, as Ollama's own client does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from roost import config
+
+if TYPE_CHECKING:
+    import httpx2
+
+
+class ResponseError(Exception):
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConnectError(Exception):
+    """No server answered at the address."""
+
+
+class Client:
+    def __init__(self, base_url: str | None = None, timeout: float | None = None) -> None:
+        import httpx2 as httpx  # deferred: `roost --help` must not pay for it
+
+        self.base_url = base_url or config.base_url()
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            headers={"User-Agent": "roost-cli"},
+        )
+        self._httpx = httpx
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport -----------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            resp = self._http.request(method, path, json=body)
+        except self._httpx.TransportError as exc:
+            raise ConnectError(f"could not connect to the Roost server at {self.base_url}") from exc
+        _raise_for_status(resp)
+        return resp.json() if resp.content else {}
+
+    def _stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        try:
+            with self._http.stream("POST", path, json=body) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _raise_for_status(resp)
+                for line in resp.iter_lines():
+                    if not line:
+                        continue
+                    part = json.loads(line)
+                    if "error" in part:
+                        raise ResponseError(part["error"], resp.status_code)
+                    yield part
+        except self._httpx.TransportError as exc:
+            raise ConnectError(f"lost the connection to the Roost server at {self.base_url}") from exc
+
+    # -- API -----------------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        return self._request("GET", "/api/version")  # type: ignore[no-any-return]
+
+    def generate(self, model: str, prompt: str = "", **fields: Any) -> Iterator[dict[str, Any]]:
+        return self._stream("/api/generate", {"model": model, "prompt": prompt, "stream": True,
+                                              **_clean(fields)})
+
+    def chat(self, model: str, messages: list[dict[str, Any]],
+             **fields: Any) -> Iterator[dict[str, Any]]:
+        return self._stream("/api/chat", {"model": model, "messages": messages, "stream": True,
+                                          **_clean(fields)})
+
+    def load(self, model: str, keep_alive: Any = None) -> dict[str, Any]:
+        body = _clean({"model": model, "prompt": "", "stream": False, "keep_alive": keep_alive})
+        return self._request("POST", "/api/generate", body)  # type: ignore[no-any-return]
+
+    def unload(self, model: str) -> dict[str, Any]:
+        body = {"model": model, "prompt": "", "stream": False, "keep_alive": 0}
+        return self._request("POST", "/api/generate", body)  # type: ignore[no-any-return]
+
+    def pull(self, model: str) -> Iterator[dict[str, Any]]:
+        return self._stream("/api/pull", {"model": model, "stream": True})
+
+    def list(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/api/tags")["models"])
+
+    def show(self, model: str) -> dict[str, Any]:
+        return self._request("POST", "/api/show", {"model": model})  # type: ignore[no-any-return]
+
+    def ps(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/api/ps")["models"])
+
+    def delete(self, model: str) -> None:
+        self._request("DELETE", "/api/delete", {"model": model})
+
+
+def _clean(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _raise_for_status(resp: httpx2.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        message = resp.json().get("error") or resp.text
+    except ValueError:
+        message = resp.text or resp.reason_phrase
+    raise ResponseError(str(message), resp.status_code)

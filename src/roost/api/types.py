@@ -1,0 +1,84 @@
+"""Wire types of Ollama's API dialect, shared by the server (validation, OpenAPI) and clients.
+
+Field names, defaults and order follow Ollama's API. Unknown fields are accepted (newer
+clients send fields older servers lack) but never silently change behaviour: the server
+checks `options` names itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+
+Think = bool | Literal["low", "medium", "high", "max"]
+KeepAlive = str | float | int
+
+
+class GenerateRequest(_Wire):
+    model: str = Field(min_length=1)
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    stream: bool = True
+    raw: bool = False
+    format: str | dict[str, Any] | None = None
+    keep_alive: KeepAlive | None = None
+    images: list[str] | None = None
+    options: dict[str, Any] | None = None
+    think: Think | None = None
+
+
+class ToolCallFunction(_Wire):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(_Wire):
+    function: ToolCallFunction
+
+
+class Message(_Wire):
+    role: str
+    content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
+
+
+class ChatRequest(_Wire):
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    format: str | dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    stream: bool = True
+    keep_alive: KeepAlive | None = None
+    think: Think | None = None
+
+
+class ModelRequest(_Wire):
+    """Requests that name one model: show, delete, pull. `name` is Ollama's older spelling."""
+
+    model: str | None = None
+    name: str | None = None
+    stream: bool = True
+    insecure: bool = False
+    verbose: bool = False
+
+    @property
+    def target(self) -> str:
+        return (self.model or self.name or "").strip()
+
+
+class CopyRequest(_Wire):
+    source: str = Field(min_length=1)
+    destination: str = Field(min_length=1)

@@ -1,0 +1,1 @@
+"""Prompt templates: chat messages to the text a model was trained on."""

@@ -1,0 +1,1 @@
+"""The `roost` command line: a thin client over the HTTP API."""

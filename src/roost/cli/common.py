@@ -1,0 +1,37 @@
+"""What every command needs: a client with the server running, and pull-if-missing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from roost.api.client import Client
+
+
+def connect() -> Client:
+    from roost.api.autostart import ensure_server
+    from roost.api.client import Client
+
+    client = Client()
+    ensure_server(client)
+    return client
+
+
+def pull_with_progress(client: Client, model: str) -> None:
+    from roost.cli.render import PullProgress
+
+    with PullProgress() as progress:
+        for event in client.pull(model):
+            progress.update(event)
+
+
+def ensure_model(client: Client, model: str) -> None:
+    """Ollama's run: if the server does not know the model, pull it first."""
+    from roost.api.client import ResponseError
+
+    try:
+        client.show(model)
+    except ResponseError as exc:
+        if exc.status != 404:
+            raise
+        pull_with_progress(client, model)

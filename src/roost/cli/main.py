@@ -1,0 +1,75 @@
+"""The `roost` command group. Each command family lives in its own module.
+
+Importing this must stay cheap: no server, engine or HTTP library is imported at module
+level anywhere under roost.cli (a test checks).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from roost import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """One-line errors and Ollama's exit codes: 1 for any error, 130 for Ctrl+C."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from roost.api.autostart import NotRoost
+        from roost.api.client import ConnectError, ResponseError
+
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.stderr.write("\n")
+            sys.exit(130)
+        except (ResponseError, ConnectError, NotRoost) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-v", "--version", prog_name="roost")
+def cli() -> None:
+    """Run language models on your own machine."""
+
+
+def _register() -> None:
+    from roost.cli import models, ps, run, serve
+
+    cli.add_command(run.run)
+    cli.add_command(serve.serve)
+    for command in (models.pull, models.list_models, models.show, models.rm):
+        cli.add_command(command)
+    cli.add_command(models.list_models, name="ls")
+    cli.add_command(ps.ps)
+    cli.add_command(ps.stop)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.stderr.write("\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug, but the user gets one line, not a traceback
+        click.echo(f"Error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,86 @@
+"""Model management: pull, list, show, rm."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from roost.cli.common import connect, pull_with_progress
+from roost.cli.main import handle_errors
+
+
+@click.command()
+@click.argument("model")
+@click.option("--insecure", is_flag=True, help="Allow plain-HTTP registries.")
+@handle_errors
+def pull(model: str, insecure: bool) -> None:
+    """Pull a model into the local store."""
+    pull_with_progress(connect(), model)
+
+
+@click.command("list")
+@click.argument("prefix", required=False)
+@handle_errors
+def list_models(prefix: str | None) -> None:
+    """List models in the local store."""
+    from roost.cli.render import human_bytes, human_since, table
+
+    rows = [
+        [m["name"], m["digest"][:12], human_bytes(m["size"]), human_since(m["modified_at"])]
+        for m in connect().list()
+        if not prefix or m["name"].startswith(prefix)
+    ]
+    table(rows, ["NAME", "ID", "SIZE", "MODIFIED"])
+
+
+@click.command()
+@click.argument("model")
+@click.option("--license", "part", flag_value="license", help="Show the license.")
+@click.option("--modelfile", "part", flag_value="modelfile", help="Show the Modelfile.")
+@click.option("--parameters", "part", flag_value="parameters", help="Show the parameters.")
+@click.option("--template", "part", flag_value="template", help="Show the template.")
+@click.option("--system", "part", flag_value="system", help="Show the system message.")
+@click.option("--json", "as_json", is_flag=True, help="Print the server's whole answer as JSON.")
+@handle_errors
+def show(model: str, part: str | None, as_json: bool) -> None:
+    """Show information about a model."""
+    info = connect().show(model)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    elif part:
+        click.echo(info.get(part) or "")
+    else:
+        click.echo(_summary(info), nl=False)
+
+
+def _summary(info: dict) -> str:
+    mi, details = info.get("model_info") or {}, info.get("details") or {}
+    arch = mi.get("general.architecture", details.get("family", ""))
+    rows = [
+        ("architecture", arch),
+        ("parameters", details.get("parameter_size", "")),
+        ("context length", mi.get(f"{arch}.context_length", "")),
+        ("embedding length", mi.get(f"{arch}.embedding_length", "")),
+        ("quantization", details.get("quantization_level", "")),
+    ]
+    out = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v != ""]
+    out += ["", "  Capabilities"] + [f"    {c}" for c in info.get("capabilities") or []]
+    for title, key in (("Parameters", "parameters"), ("System", "system"), ("License", "license")):
+        text = (info.get(key) or "").strip()
+        if text:
+            lines = text.splitlines()[:2] if key == "license" else text.splitlines()
+            out += ["", f"  {title}"] + [f"    {line}" for line in lines]
+    return "\n".join(out) + "\n\n"
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True)
+@handle_errors
+def rm(models: tuple[str, ...]) -> None:
+    """Remove models (unloading them first)."""
+    client = connect()
+    for model in models:
+        client.unload(model)
+        client.delete(model)
+        click.echo(f"deleted '{model}'")

@@ -1,0 +1,1 @@
+"""Engines that run a model: llama.cpp in a runner process."""

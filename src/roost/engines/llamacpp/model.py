@@ -1,0 +1,122 @@
+"""One GGUF model and one multi-sequence context on llama-cpp-python's low-level API.
+
+Only the runner process imports this. The context is created once per load, with one KV
+pool shared by all sequences (kv_unified), which makes prefix reuse across slots cheap.
+Contexts are not thread-safe: everything here runs on the runner's single thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp.llama_cpp as ll
+
+_LOG_LEVEL_WARN = 3
+_LOG_LEVEL_CONT = 5
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+def _log(level: int, text: bytes, _data: ctypes.c_void_p) -> None:
+    # llama.cpp logs every tensor at INFO; keep warnings and errors for the server log.
+    if _LOG_LEVEL_WARN <= level < _LOG_LEVEL_CONT and text:
+        sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+
+class LoadError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    path: Path
+    num_ctx: int  # per sequence
+    num_parallel: int
+    num_threads: int
+    num_batch: int = 512
+    num_gpu: int = 0  # Ollama's num_gpu: layers to offload (-1 means all)
+    embedding: bool = False
+
+
+class Model:
+    def __init__(self, opts: LoadOptions) -> None:
+        ll.llama_backend_init()
+        ll.llama_log_set(_log, ctypes.c_void_p(0))
+        mparams = ll.llama_model_default_params()
+        mparams.n_gpu_layers = _gpu_layers(opts.num_gpu)
+        self.model = ll.llama_model_load_from_file(str(opts.path).encode(), mparams)
+        if not self.model:
+            raise LoadError(f"llama.cpp could not load {opts.path.name}")
+        self.vocab = ll.llama_model_get_vocab(self.model)
+        n_parallel = max(1, min(opts.num_parallel, ll.llama_max_parallel_sequences()))
+        cparams = ll.llama_context_default_params()
+        cparams.n_ctx = opts.num_ctx * n_parallel
+        cparams.n_batch = opts.num_batch
+        cparams.n_ubatch = opts.num_batch
+        cparams.n_seq_max = n_parallel
+        cparams.n_threads = opts.num_threads
+        cparams.n_threads_batch = opts.num_threads
+        cparams.kv_unified = True
+        cparams.swa_full = True  # keeps reused prefixes valid on sliding-window models
+        cparams.no_perf = True
+        if opts.embedding:
+            cparams.embeddings = True
+            cparams.pooling_type = 1  # mean
+        self.ctx = ll.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            ll.llama_model_free(self.model)
+            raise LoadError("llama.cpp could not create a context (out of memory?)")
+        self.memory = ll.llama_get_memory(self.ctx)
+        self.n_ctx = ll.llama_n_ctx(self.ctx)
+        self.n_seq = ll.llama_n_seq_max(self.ctx)
+        self.n_ctx_seq = min(opts.num_ctx, self.n_ctx)
+        self.n_batch = ll.llama_n_batch(self.ctx)
+        self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        self.size = int(ll.llama_model_size(self.model))
+        self.gpu_layers = mparams.n_gpu_layers if ll.llama_supports_gpu_offload() else 0
+        self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
+        self.bos = ll.llama_vocab_bos(self.vocab)
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (ll.llama_token * cap)()
+        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
+        if n < 0:
+            cap = -n
+            buf = (ll.llama_token * cap)()
+            n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
+        tokens = list(buf[:n])
+        # A template that writes bos_token itself plus the tokenizer's own BOS gives two.
+        if len(tokens) >= 2 and tokens[0] == tokens[1] == self.bos:
+            tokens.pop(0)
+        return tokens
+
+    def piece(self, token: int) -> bytes:
+        buf = self._piece_buf
+        n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def is_eog(self, token: int) -> bool:
+        return bool(ll.llama_vocab_is_eog(self.vocab, token))
+
+    def close(self) -> None:
+        if self.ctx:
+            ll.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            ll.llama_model_free(self.model)
+            self.model = None
+
+
+def _gpu_layers(num_gpu: int) -> int:
+    """Ollama's num_gpu to llama.cpp's n_gpu_layers: -1 (auto) offloads all on a GPU build."""
+    if not ll.llama_supports_gpu_offload():
+        return 0
+    return 999 if num_gpu < 0 else num_gpu

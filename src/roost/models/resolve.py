@@ -1,0 +1,93 @@
+"""Resolve a model name to everything needed to describe, prompt and load it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from roost.models import config_blob
+from roost.models.names import Name
+from roost.models.store import (
+    LICENSE_MEDIA_TYPE,
+    MESSAGES_MEDIA_TYPE,
+    MODEL_MEDIA_TYPE,
+    PARAMS_MEDIA_TYPE,
+    SYSTEM_MEDIA_TYPE,
+    TEMPLATE_MEDIA_TYPE,
+    Manifest,
+    Store,
+)
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: Name
+    manifest: Manifest
+    store: Store
+
+    @property
+    def id(self) -> str:
+        return self.manifest.digest_hex
+
+    @property
+    def weights(self) -> Path:
+        layer = self.manifest.layer(MODEL_MEDIA_TYPE)
+        if layer is None:
+            raise NotFound(f"model '{self.name}' has no weights")
+        return self.store.blob_path(layer.digest)
+
+    def _text(self, media_type: str) -> str | None:
+        layer = self.manifest.layer(media_type)
+        return self.store.read_bytes(layer.digest).decode() if layer else None
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return json.loads(self.store.read_bytes(self.manifest.config.digest))
+
+    @cached_property
+    def template(self) -> str | None:
+        return self._text(TEMPLATE_MEDIA_TYPE)
+
+    @cached_property
+    def system(self) -> str | None:
+        return self._text(SYSTEM_MEDIA_TYPE)
+
+    @cached_property
+    def license(self) -> str | None:
+        return self._text(LICENSE_MEDIA_TYPE)
+
+    @cached_property
+    def params(self) -> dict[str, Any]:
+        text = self._text(PARAMS_MEDIA_TYPE)
+        return json.loads(text) if text else {}
+
+    @cached_property
+    def messages(self) -> list[dict[str, Any]]:
+        text = self._text(MESSAGES_MEDIA_TYPE)
+        return json.loads(text) if text else []
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return config_blob.details(self.config)
+
+    @property
+    def capabilities(self) -> list[str]:
+        return list(self.config.get("capabilities") or ["completion"])
+
+
+def resolve(store: Store, name: str) -> ModelRef:
+    parsed = Name.parse(name)
+    manifest = store.get(parsed)
+    if manifest is None:
+        raise NotFound(f"model '{name}' not found")
+    path = store.find_manifest_path(parsed)
+    assert path is not None
+    rel = path.relative_to(store.manifests).parts
+    return ModelRef(Name(*rel), manifest, store)

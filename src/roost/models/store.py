@@ -1,0 +1,276 @@
+"""The content-addressed model store under ROOST_HOME: blobs by digest, manifests by name.
+
+Every write goes to a temporary name, is hashed and verified, fsynced, then renamed, so a
+file under its final name is always whole. Digests and names are checked before a path is
+built from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from roost.models.names import Name
+
+MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
+MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
+TEMPLATE_MEDIA_TYPE = "application/vnd.ollama.image.template"
+PARAMS_MEDIA_TYPE = "application/vnd.ollama.image.params"
+SYSTEM_MEDIA_TYPE = "application/vnd.ollama.image.system"
+LICENSE_MEDIA_TYPE = "application/vnd.ollama.image.license"
+MESSAGES_MEDIA_TYPE = "application/vnd.ollama.image.messages"
+
+_DIGEST = re.compile(r"^sha256[-:]([0-9a-f]{64})$")
+_CHUNK = 1 << 20
+
+
+class StoreError(Exception):
+    """A store operation failed; nothing under a final name was changed."""
+
+
+class DigestMismatch(StoreError):
+    pass
+
+
+def parse_digest(digest: str) -> str:
+    """Return the canonical `sha256-<hex>` form, or raise before any path is built."""
+    match = _DIGEST.match(digest)
+    if not match:
+        raise StoreError(f"invalid digest {digest!r}")
+    return f"sha256-{match.group(1)}"
+
+
+def wire_digest(digest: str) -> str:
+    """The `sha256:<hex>` form that manifests and APIs use."""
+    return parse_digest(digest).replace("-", ":", 1)
+
+
+@dataclass(frozen=True)
+class Layer:
+    media_type: str
+    digest: str  # sha256:<hex>
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Layer:
+        return cls(data["mediaType"], wire_digest(data["digest"]), int(data["size"]))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    config: Layer
+    layers: tuple[Layer, ...]
+    raw: bytes
+    modified_at: datetime
+
+    @property
+    def digest_hex(self) -> str:
+        """The model ID Ollama shows: sha256 of the manifest's bytes."""
+        return hashlib.sha256(self.raw).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return self.config.size + sum(layer.size for layer in self.layers)
+
+    def layer(self, media_type: str) -> Layer | None:
+        return next((la for la in self.layers if la.media_type == media_type), None)
+
+    @staticmethod
+    def encode(config: Layer, layers: Iterable[Layer]) -> bytes:
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": config.to_json(),
+            "layers": [layer.to_json() for layer in layers],
+        }
+        return json.dumps(doc, indent=None, separators=(",", ":")).encode()
+
+
+class Store:
+    """Blobs and manifests under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.manifests = root / "manifests"
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / parse_digest(digest)
+
+    def has_blob(self, digest: str, size: int | None = None) -> bool:
+        path = self.blob_path(digest)
+        return path.is_file() and (size is None or path.stat().st_size == size)
+
+    def write_blob(
+        self,
+        chunks: Iterable[bytes],
+        digest: str,
+        size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Layer:
+        """Stream chunks into the blob `digest`, hashing as they come; refuse a mismatch."""
+        final = self.blob_path(digest)
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        hasher = hashlib.sha256()
+        written = 0
+        fd, tmp_name = tempfile.mkstemp(prefix=final.name + "-", suffix=".partial", dir=self.blobs)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    hasher.update(chunk)
+                    written += len(chunk)
+                    if progress is not None:
+                        progress(written)
+                out.flush()
+                os.fsync(out.fileno())
+            actual = f"sha256-{hasher.hexdigest()}"
+            if size is not None and written != size:
+                raise DigestMismatch(f"size mismatch for {digest}: got {written}, want {size}")
+            if actual != parse_digest(digest):
+                raise DigestMismatch(f"digest mismatch: got {wire_digest(actual)}, want {digest}")
+            os.replace(tmp, final)
+            _fsync_dir(self.blobs)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return Layer("", wire_digest(digest), written)
+
+    def write_bytes(self, data: bytes, media_type: str) -> Layer:
+        """Store small content (a template, parameters, config) and return its layer."""
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        if not self.has_blob(digest, len(data)):
+            self.write_blob([data], digest, len(data))
+        return Layer(media_type, digest, len(data))
+
+    def read_bytes(self, digest: str) -> bytes:
+        return self.blob_path(digest).read_bytes()
+
+    # -- manifests -----------------------------------------------------------------------
+
+    def _manifest_path(self, name: Name) -> Path:
+        return self.manifests / name.host / name.namespace / name.model / name.tag
+
+    def find_manifest_path(self, name: Name) -> Path | None:
+        """Case-insensitive lookup, as Ollama's names compare."""
+        exact = self._manifest_path(name)
+        if exact.is_file():
+            return exact
+        for path in self._manifest_files():
+            if self._name_of(path).key == name.key:
+                return path
+        return None
+
+    def get(self, name: Name) -> Manifest | None:
+        path = self.find_manifest_path(name)
+        if path is None:
+            return None
+        return self._read_manifest(path)
+
+    def _read_manifest(self, path: Path) -> Manifest:
+        raw = path.read_bytes()
+        doc = json.loads(raw)
+        modified = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+        return Manifest(
+            config=Layer.from_json(doc["config"]),
+            layers=tuple(Layer.from_json(la) for la in doc.get("layers", [])),
+            raw=raw,
+            modified_at=modified,
+        )
+
+    def put(self, name: Name, config: Layer, layers: Iterable[Layer]) -> Manifest:
+        """Write a manifest atomically; every layer it names must already be stored."""
+        layers = tuple(layers)
+        for layer in (config, *layers):
+            if not self.has_blob(layer.digest, layer.size):
+                raise StoreError(f"layer {layer.digest} is missing from the store")
+        existing = self.find_manifest_path(name)
+        path = existing or self._manifest_path(name)
+        _atomic_write(path, Manifest.encode(config, layers))
+        return self._read_manifest(path)
+
+    def delete(self, name: Name) -> bool:
+        path = self.find_manifest_path(name)
+        if path is None:
+            return False
+        path.unlink()
+        for parent in path.parents:
+            if parent == self.manifests:
+                break
+            with contextlib.suppress(OSError):
+                parent.rmdir()  # only succeeds when empty
+        self.prune()
+        return True
+
+    def entries(self) -> list[tuple[Name, Manifest]]:
+        out = []
+        for path in self._manifest_files():
+            try:
+                out.append((self._name_of(path), self._read_manifest(path)))
+            except (ValueError, KeyError, OSError):
+                continue  # a foreign or damaged file is not a model; leave it alone
+        return sorted(out, key=lambda item: item[1].modified_at, reverse=True)
+
+    def prune(self) -> None:
+        """Remove blobs no manifest references (and stale temporaries)."""
+        if not self.blobs.is_dir():
+            return
+        used = set()
+        for _, manifest in self.entries():
+            used.add(parse_digest(manifest.config.digest))
+            used.update(parse_digest(la.digest) for la in manifest.layers)
+        for path in self.blobs.iterdir():
+            if path.name not in used and not path.name.endswith(".partial"):
+                path.unlink(missing_ok=True)
+
+    def _manifest_files(self) -> Iterator[Path]:
+        if not self.manifests.is_dir():
+            return iter(())
+        return (p for p in self.manifests.glob("*/*/*/*") if p.is_file() and not p.name.startswith("."))
+
+    def _name_of(self, path: Path) -> Name:
+        rel = path.relative_to(self.manifests).parts
+        return Name(rel[0], rel[1], rel[2], rel[3])
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix="." + path.name + "-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,174 @@
+"""The server's handle on one runner process: spawn it, multiplex requests, notice its death.
+
+The runner is a child process (`roost.scheduler.runner_main`) joined to the server by a
+socketpair. Requests carry ids; one reader task routes each incoming message to the queue
+of its request. If the process dies, every request in flight gets an error and the handle
+reports itself dead, so the scheduler starts a fresh one next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from roost.core import CoreRequest, Done
+from roost.scheduler import protocol
+
+
+class RunnerError(RuntimeError):
+    """The runner failed a request, or died while serving it."""
+
+    def __init__(self, message: str, status: int = 500) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    model_path: Path
+    num_ctx: int
+    num_parallel: int
+    num_threads: int
+    num_gpu: int = 0
+
+
+class Runner:
+    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, ready: dict[str, Any]) -> None:
+        self.proc = proc
+        self._reader = reader
+        self._writer = writer
+        self.n_ctx: int = ready["n_ctx"]
+        self.n_parallel: int = ready["n_parallel"]
+        self.size: int = ready["size"]
+        self.gpu_layers: int = ready.get("gpu_layers", 0)
+        self.load_ns: int = ready["load_ns"]
+        self._ids = itertools.count(1)
+        self._queues: dict[int, asyncio.Queue[dict[str, Any]]] = {}
+        self._dead = False
+        self._task = asyncio.create_task(self._read_loop())
+
+    @classmethod
+    async def spawn(cls, spec: RunnerSpec, log: IO[bytes] | None = None) -> Runner:
+        parent, child = socket.socketpair()
+        cmd = [
+            sys.executable, "-m", "roost.scheduler.runner_main",
+            "--fd", str(child.fileno()), "--model", str(spec.model_path),
+            "--num-ctx", str(spec.num_ctx), "--num-parallel", str(spec.num_parallel),
+            "--num-threads", str(spec.num_threads), "--num-gpu", str(spec.num_gpu),
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+            stdout=log, stderr=log,  # None: inherit the server's stderr (its log)
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 24)
+        line = await reader.readline()
+        if not line:
+            await proc.wait()
+            raise RunnerError(f"the model runner exited while loading (code {proc.returncode})")
+        ready = json.loads(line)
+        if ready.get("op") != "ready":
+            writer.close()
+            await proc.wait()
+            raise RunnerError(ready.get("message", "the model failed to load"))
+        return cls(proc, reader, writer, ready)
+
+    @property
+    def alive(self) -> bool:
+        return not self._dead and self.proc.returncode is None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def complete(self, req: CoreRequest) -> AsyncIterator[str | Done]:
+        """Yield text pieces, then one Done; cancel the sequence if the caller stops early."""
+        rid = next(self._ids)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._queues[rid] = queue
+        finished = False
+        try:
+            self._send({
+                "op": "complete", "id": rid, "prompt": req.prompt,
+                "options": req.sampling.to_json(), "format": req.format, "num_ctx": req.num_ctx,
+            })
+            while True:
+                msg = await queue.get()
+                op = msg["op"]
+                if op == "piece":
+                    yield msg["text"]
+                elif op == "done":
+                    finished = True
+                    yield Done(
+                        reason=msg["reason"], prompt_eval_count=msg["prompt_eval_count"],
+                        prompt_eval_ns=msg["prompt_eval_ns"], eval_count=msg["eval_count"],
+                        eval_ns=msg["eval_ns"],
+                    )
+                    return
+                else:
+                    finished = True
+                    raise RunnerError(msg.get("message", "the model runner failed"),
+                                      int(msg.get("status", 500)))
+        finally:
+            self._queues.pop(rid, None)
+            if not finished and self.alive:
+                with contextlib.suppress(Exception):
+                    self._send({"op": "cancel", "id": rid})
+
+    async def tokenize(self, text: str) -> list[int]:
+        rid = next(self._ids)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._queues[rid] = queue
+        try:
+            self._send({"op": "tokenize", "id": rid, "text": text})
+            msg = await queue.get()
+            if msg["op"] != "tokens":
+                raise RunnerError(msg.get("message", "tokenize failed"))
+            return list(msg["tokens"])
+        finally:
+            self._queues.pop(rid, None)
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        if not self.alive:
+            raise RunnerError("the model runner is not running")
+        self._writer.write(protocol.encode([msg]))
+
+    async def _read_loop(self) -> None:
+        try:
+            while line := await self._reader.readline():
+                msg = json.loads(line)
+                queue = self._queues.get(msg.get("id", -1))
+                if queue is not None:
+                    queue.put_nowait(msg)
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            self._dead = True
+            for queue in self._queues.values():
+                queue.put_nowait({"op": "error", "message": "the model runner stopped unexpectedly"})
+
+    async def stop(self) -> None:
+        self._dead = True
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout=5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.proc.wait()
+        self._task.cancel()

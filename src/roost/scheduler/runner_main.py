@@ -1,0 +1,100 @@
+"""The runner process: one loaded model, driven over a socket by the server.
+
+`python -m roost.scheduler.runner_main --fd N --model PATH ...` loads the model, says `ready`,
+then loops on one thread: read whatever messages have arrived (without waiting while
+sequences are active), run one batched decode step, send the pieces it produced. Keeping
+it one thread matters on small machines: a busy second Python thread slows decoding 2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from roost.engines.llamacpp.batcher import Batcher
+from roost.engines.llamacpp.model import LoadError, LoadOptions, Model
+from roost.scheduler import protocol
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="roost-runner")
+    p.add_argument("--fd", type=int, required=True)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--num-ctx", type=int, required=True)
+    p.add_argument("--num-parallel", type=int, default=1)
+    p.add_argument("--num-threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--num-batch", type=int, default=512)
+    p.add_argument("--num-gpu", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when runners stop
+    sock = socket.socket(fileno=args.fd)
+    conn = protocol.Connection(sock)
+    started = time.perf_counter()
+    try:
+        model = Model(LoadOptions(
+            path=args.model, num_ctx=args.num_ctx, num_parallel=args.num_parallel,
+            num_threads=args.num_threads, num_batch=args.num_batch, num_gpu=args.num_gpu,
+        ))
+    except LoadError as exc:
+        conn.send([{"op": "load_error", "message": str(exc)}])
+        return 1
+    batcher = Batcher(model)
+    conn.send([{
+        "op": "ready", "n_ctx": model.n_ctx_seq, "n_parallel": model.n_seq,
+        "size": model.size, "gpu_layers": model.gpu_layers,
+        "load_ns": int((time.perf_counter() - started) * 1e9),
+    }])
+    try:
+        return _loop(conn, batcher, model)
+    finally:
+        batcher.close()
+        model.close()
+
+
+def _loop(conn: protocol.Connection, batcher: Batcher, model: Model) -> int:
+    while True:
+        timeout = 0.0 if batcher.busy() else None
+        readable, _, _ = select.select([conn.sock], [], [], timeout)
+        if readable:
+            messages = conn.receive()
+            if messages is None:
+                return 0  # the server went away
+            out: list[dict[str, Any]] = []
+            for msg in messages:
+                out.extend(_handle(msg, batcher, model))
+            if out:
+                conn.send(out)
+        if batcher.busy():
+            events = batcher.step()
+            if events:
+                conn.send(events)
+
+
+def _handle(msg: dict[str, Any], batcher: Batcher, model: Model) -> list[dict[str, Any]]:
+    op = msg.get("op")
+    if op == "complete":
+        return batcher.submit(
+            msg["id"], msg["prompt"], msg.get("options") or {}, msg.get("format"),
+            msg.get("num_ctx"),
+        )
+    if op == "cancel":
+        batcher.cancel(msg["id"])
+        return []
+    if op == "tokenize":
+        return [{"op": "tokens", "id": msg["id"], "tokens": model.tokenize(msg["text"])}]
+    return [{"op": "error", "id": msg.get("id", -1), "message": f"unknown op {op!r}"}]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The HTTP server: one app, one router per API dialect."""

@@ -1,0 +1,113 @@
+"""The FastAPI application: state, security middleware, error shapes, and the routers.
+
+All server state lives on `app.state`, built here; nothing is a module-level singleton, so
+a test can build as many apps as it likes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from roost import __version__, config
+from roost.models.store import Store
+from roost.scheduler.scheduler import Scheduler
+from roost.server import ollama
+
+log = logging.getLogger("roost.server")
+
+_LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\]|0\.0\.0\.0)(:\d+)?"
+
+
+def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
+               runner_log: IO[bytes] | None = None) -> FastAPI:
+    root = home or config.home()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.scheduler.close()
+
+    app = FastAPI(title="Roost", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.store = Store(root)
+    app.state.scheduler = Scheduler(log=runner_log)
+    app.state.bind_host = bind_host
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=config.origins(),
+        allow_origin_regex=_LOCAL_ORIGINS,
+        allow_methods=["*"],
+        allow_headers=["Authorization", "Content-Type", "User-Agent", "Accept",
+                       "X-Requested-With", "OpenAI-Beta", "x-stainless-*"],
+    )
+
+    @app.middleware("http")
+    async def host_guard(request: Request, call_next: Any) -> Any:
+        if _is_loopback(app.state.bind_host) and not _local_host_header(request):
+            return JSONResponse({"error": "forbidden host"}, status_code=403)
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": _validation_message(exc)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=PlainTextResponse)
+    async def root_status() -> str:
+        return "Roost is running"
+
+    app.include_router(ollama.router)
+    return app
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return "invalid JSON in request body"
+    if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+        return "missing request body"
+    where = ".".join(str(p) for p in first.get("loc", ())[1:])
+    return f"{where}: {first.get('msg', 'invalid value')}" if where else str(first.get("msg"))
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _local_host_header(request: Request) -> bool:
+    """DNS-rebinding guard: a page on evil.example must not reach a loopback server."""
+    host = request.headers.get("host", "")
+    if not host:
+        return True
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    if name == "localhost" or name.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        ipaddress.ip_address(name)  # an address literal cannot be rebound by DNS
+    except ValueError:
+        return False
+    return True

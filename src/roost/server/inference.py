@@ -1,0 +1,114 @@
+"""Dialect-free generation: resolve the model, render its prompt, run it on the scheduler.
+
+Each API router turns its request into `Prepared` via these helpers and consumes the same
+stream of text pieces and a final `Done`. Errors raised before the first piece become HTTP
+statuses; the routers turn later ones into their dialect's in-stream error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from roost.chat import template as templates
+from roost.core import (
+    DEFAULT_OPTIONS,
+    CoreRequest,
+    Done,
+    OptionError,
+    Sampling,
+    check_options,
+)
+from roost.durations import parse_duration
+from roost.models.resolve import ModelRef
+from roost.scheduler.scheduler import Scheduler
+
+log = logging.getLogger("roost.server")
+
+
+class BadRequest(ValueError):
+    pass
+
+
+@dataclass
+class Prepared:
+    ref: ModelRef
+    request: CoreRequest
+
+
+def keep_alive_seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise BadRequest(f"invalid keep_alive: {exc}") from exc
+
+
+def build_request(ref: ModelRef, prompt: str, options: dict[str, Any] | None,
+                  keep_alive: Any, fmt: Any, defaults: dict[str, Any] | None = None) -> CoreRequest:
+    """Layer the options: dialect defaults, then the model's parameters, then the request's."""
+    options = options or {}
+    try:
+        ignored = check_options(options)
+    except OptionError as exc:
+        raise BadRequest(str(exc)) from exc
+    if ignored:
+        log.info("options with no effect here: %s", ", ".join(ignored))
+    merged = {**DEFAULT_OPTIONS, **(defaults or {}), **ref.params, **options}
+    num_ctx = merged.get("num_ctx")
+    return CoreRequest(
+        model=str(ref.name),
+        prompt=prompt,
+        sampling=Sampling.from_options(merged),
+        num_ctx=int(num_ctx) if num_ctx else None,
+        format=_format(fmt),
+        keep_alive=keep_alive_seconds(keep_alive),
+    )
+
+
+def _format(fmt: Any) -> Any:
+    """`format` travels to the runner, which turns it into a llama.cpp grammar."""
+    if fmt in (None, ""):
+        return None
+    if fmt == "json" or isinstance(fmt, dict):
+        return fmt
+    raise BadRequest(f"invalid format {fmt!r}: use \"json\" or a JSON schema")
+
+
+def render_chat(ref: ModelRef, messages: list[dict[str, Any]],
+                tools: list[dict[str, Any]] | None = None, template: str | None = None) -> str:
+    if ref.system and not any(m.get("role") == "system" for m in messages):
+        messages = [{"role": "system", "content": ref.system}, *messages]
+    try:
+        return templates.render(
+            template or ref.template, messages, tools=tools,
+            bos_token=ref.config.get("bos_token", ""), eos_token=ref.config.get("eos_token", ""),
+        )
+    except templates.TemplateRenderError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+async def generate(scheduler: Scheduler, ref: ModelRef,
+                   req: CoreRequest) -> AsyncIterator[str | Done]:
+    """Hold the model for the whole stream; the load time is reported on the Done."""
+    started = time.perf_counter()
+    async with scheduler.use(ref, req.num_ctx, req.keep_alive) as loaded:
+        load_ns = int((time.perf_counter() - started) * 1e9)
+        async for item in loaded.runner.complete(req):
+            if isinstance(item, Done):
+                item.load_ns = load_ns
+            yield item
+
+
+async def load_only(scheduler: Scheduler, ref: ModelRef, keep_alive: float | None) -> str:
+    """An empty prompt loads the model (or unloads it with keep_alive 0): Ollama's preload."""
+    if keep_alive == 0:
+        await scheduler.unload(ref)
+        return "unload"
+    async with scheduler.use(ref, None, keep_alive):
+        pass
+    return "load"

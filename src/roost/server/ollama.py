@@ -1,0 +1,319 @@
+"""Ollama's native API (`/api/*`), with Ollama's field names, status codes and NDJSON streams.
+
+Routes only translate: a request becomes a core request (server.inference), and the core
+stream becomes Ollama's chunks. Durations are integer nanoseconds, timestamps RFC 3339.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from roost import __version__
+from roost.api.types import ChatRequest, GenerateRequest, ModelRequest
+from roost.core import Done
+from roost.models import catalog
+from roost.models.names import InvalidName, Name
+from roost.models.pull import ModelNotFound, pull
+from roost.models.resolve import ModelRef, NotFound, resolve
+from roost.models.store import StoreError
+from roost.scheduler.runner import RunnerError
+from roost.scheduler.scheduler import QueueFull, Scheduler
+from roost.server import inference
+from roost.server.inference import BadRequest
+
+router = APIRouter(prefix="/api")
+NDJSON = "application/x-ndjson"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _scheduler(request: Request) -> Scheduler:
+    return request.app.state.scheduler  # type: ignore[no-any-return]
+
+
+def _resolve(request: Request, name: str) -> ModelRef:
+    try:
+        return resolve(request.app.state.store, name)
+    except InvalidName as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+async def _guarded(fn: Callable[[], Any]) -> Response:
+    """Map the errors that happen before a response starts onto Ollama's statuses."""
+    try:
+        return await fn()  # type: ignore[no-any-return]
+    except BadRequest as exc:
+        return error(400, str(exc))
+    except NotFound as exc:
+        return error(404, str(exc))
+    except QueueFull as exc:
+        return JSONResponse({"error": str(exc)}, status_code=503, headers={"retry-after": "1"})
+    except RunnerError as exc:
+        return error(exc.status, str(exc))
+
+
+# -- generation -----------------------------------------------------------------------------
+
+def _final(model: str, done: Done, started: float, extra: dict[str, Any]) -> dict[str, Any]:
+    total = int((asyncio.get_running_loop().time() - started) * 1e9)
+    return {
+        "model": model, "created_at": now_rfc3339(), **extra, "done": True,
+        "done_reason": done.reason, "total_duration": total, "load_duration": done.load_ns,
+        "prompt_eval_count": done.prompt_eval_count, "prompt_eval_duration": done.prompt_eval_ns,
+        "eval_count": done.eval_count, "eval_duration": done.eval_ns,
+    }
+
+
+async def _respond(
+    stream: AsyncIterator[str | Done], model: str, streaming: bool,
+    piece: Callable[[str], dict[str, Any]], final_extra: Callable[[str], dict[str, Any]],
+) -> Response:
+    """Await the first item before answering, so a failure to start is a real HTTP error."""
+    started = asyncio.get_running_loop().time()
+    first = await anext(stream)
+    if not streaming:
+        text, item = [], first
+        while not isinstance(item, Done):
+            text.append(item)
+            item = await anext(stream)
+        body = _final(model, item, started, final_extra("".join(text)))
+        return JSONResponse(body)
+
+    async def lines() -> AsyncIterator[bytes]:
+        item: str | Done | None = first
+        try:
+            while item is not None:
+                if isinstance(item, Done):
+                    yield _line(_final(model, item, started, final_extra("")))
+                    return
+                yield _line({"model": model, "created_at": now_rfc3339(), **piece(item),
+                             "done": False})
+                item = await anext(stream)
+        except (RunnerError, StopAsyncIteration) as exc:
+            yield _line({"error": str(exc) or "the stream ended early"})
+        finally:
+            await stream.aclose()
+
+    return StreamingResponse(lines(), media_type=NDJSON)
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+async def _load_response(request: Request, ref: ModelRef, keep_alive: Any,
+                         extra: dict[str, Any]) -> Response:
+    reason = await inference.load_only(
+        _scheduler(request), ref, inference.keep_alive_seconds(keep_alive)
+    )
+    return JSONResponse({"model": str(ref.name), "created_at": now_rfc3339(), **extra,
+                         "done": True, "done_reason": reason})
+
+
+@router.post("/generate")
+async def generate(request: Request, body: GenerateRequest) -> Response:
+    async def run() -> Response:
+        ref = _resolve(request, body.model)
+        if body.images:
+            raise BadRequest(f"model '{ref.name}' does not support images")
+        if not body.prompt and not body.suffix:
+            return await _load_response(request, ref, body.keep_alive, {"response": ""})
+        if body.raw and (body.template or body.system or body.context):
+            raise BadRequest("raw mode does not support template, system, or context")
+        if body.raw:
+            prompt = body.prompt
+        else:
+            messages = []
+            if body.system:
+                messages.append({"role": "system", "content": body.system})
+            messages.append({"role": "user", "content": body.prompt})
+            prompt = inference.render_chat(ref, messages, template=body.template)
+        req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format)
+        stream = inference.generate(_scheduler(request), ref, req)
+        return await _respond(
+            stream, body.model, body.stream,
+            piece=lambda text: {"response": text},
+            final_extra=lambda text: {"response": text},
+        )
+
+    return await _guarded(run)
+
+
+@router.post("/chat")
+async def chat(request: Request, body: ChatRequest) -> Response:
+    async def run() -> Response:
+        ref = _resolve(request, body.model)
+        if not body.messages:
+            return await _load_response(
+                request, ref, body.keep_alive, {"message": {"role": "assistant", "content": ""}}
+            )
+        if any(m.images for m in body.messages):
+            raise BadRequest(f"model '{ref.name}' does not support images")
+        messages = [_message_dict(m.model_dump(exclude_none=True)) for m in body.messages]
+        prompt = inference.render_chat(ref, messages, tools=body.tools)
+        req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format)
+        stream = inference.generate(_scheduler(request), ref, req)
+        return await _respond(
+            stream, body.model, body.stream,
+            piece=lambda text: {"message": {"role": "assistant", "content": text}},
+            final_extra=lambda text: {"message": {"role": "assistant", "content": text}},
+        )
+
+    return await _guarded(run)
+
+
+def _message_dict(m: dict[str, Any]) -> dict[str, Any]:
+    m["role"] = str(m.get("role", "user")).lower()
+    for call in m.get("tool_calls") or []:
+        args = call.get("function", {}).get("arguments")
+        if isinstance(args, dict):
+            call["function"]["arguments"] = args  # templates take the object
+    return m
+
+
+# -- models ---------------------------------------------------------------------------------
+
+def _model_entry(ref_name: Name, ref: ModelRef) -> dict[str, Any]:
+    return {
+        "name": str(ref_name), "model": str(ref_name),
+        "modified_at": ref.manifest.modified_at.isoformat().replace("+00:00", "Z"),
+        "size": ref.manifest.size, "digest": ref.id, "details": ref.details,
+    }
+
+
+@router.api_route("/tags", methods=["GET", "HEAD"])
+async def tags(request: Request) -> Response:
+    store = request.app.state.store
+    models = [_model_entry(name, ModelRef(name, manifest, store))
+              for name, manifest in store.entries()]
+    return JSONResponse({"models": models})
+
+
+@router.post("/show")
+async def show(request: Request, body: ModelRequest) -> Response:
+    async def run() -> Response:
+        ref = _resolve(request, body.target)
+        params = ref.params
+        return JSONResponse({
+            "license": ref.license or "",
+            "modelfile": _modelfile(ref),
+            "parameters": _parameters_text(params),
+            "template": ref.template or "",
+            "system": ref.system or "",
+            "details": ref.details,
+            "messages": ref.messages,
+            "model_info": ref.config.get("model_info") or {},
+            "capabilities": ref.capabilities,
+            "modified_at": ref.manifest.modified_at.isoformat().replace("+00:00", "Z"),
+        })
+
+    return await _guarded(run)
+
+
+def _parameters_text(params: dict[str, Any]) -> str:
+    rows = []
+    for key, value in params.items():
+        for v in value if isinstance(value, list) else [value]:
+            rows.append(f"{key:<30} {json.dumps(v) if isinstance(v, str) else v}")
+    return "\n".join(rows)
+
+
+def _modelfile(ref: ModelRef) -> str:
+    lines = [f"# Modelfile generated by \"roost show\"\nFROM {ref.weights}"]
+    if ref.template:
+        lines.append(f'TEMPLATE """{ref.template}"""')
+    if ref.system:
+        lines.append(f'SYSTEM """{ref.system}"""')
+    for row in _parameters_text(ref.params).splitlines():
+        lines.append(f"PARAMETER {row}")
+    return "\n".join(lines) + "\n"
+
+
+@router.get("/ps")
+async def ps(request: Request) -> Response:
+    models = []
+    for loaded in _scheduler(request).loaded.values():
+        expires = loaded.expires_at
+        until = (datetime.fromtimestamp(expires, UTC) if expires != float("inf")
+                 else datetime(2318, 1, 1, tzinfo=UTC))
+        models.append({
+            **_model_entry(loaded.ref.name, loaded.ref),
+            "size": loaded.runner.size,
+            "expires_at": until.isoformat().replace("+00:00", "Z"),
+            "size_vram": loaded.runner.size if loaded.runner.gpu_layers else 0,
+            "context_length": loaded.num_ctx,
+        })
+    return JSONResponse({"models": models})
+
+
+@router.api_route("/version", methods=["GET", "HEAD"])
+async def version() -> Response:
+    # `server` tells Roost's CLI apart from an Ollama server on the same port.
+    return JSONResponse({"version": __version__, "server": "roost"})
+
+
+@router.delete("/delete")
+async def delete(request: Request, body: ModelRequest) -> Response:
+    async def run() -> Response:
+        ref = _resolve(request, body.target)
+        await _scheduler(request).unload(ref)
+        request.app.state.store.delete(ref.name)
+        return JSONResponse({})
+
+    return await _guarded(run)
+
+
+@router.post("/pull")
+async def pull_model(request: Request, body: ModelRequest) -> Response:
+    try:
+        name = Name.parse(body.target)
+    except InvalidName as exc:
+        return error(400, str(exc))
+    if catalog.find(name) is None:
+        return error(404, f"pull model manifest: file does not exist: model '{body.target}' not found")
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def report(event: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    def work() -> None:
+        try:
+            pull(request.app.state.store, name, report)
+        except (ModelNotFound, catalog.PartsMissing, StoreError, OSError, ValueError) as exc:
+            report({"error": str(exc)})
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    task = loop.run_in_executor(None, work)
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        while (event := await queue.get()) is not None:
+            yield event
+        await task
+
+    if not body.stream:
+        last: dict[str, Any] = {}
+        async for event in events():
+            last = event
+        status = 500 if "error" in last else 200
+        return JSONResponse(last, status_code=status)
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for event in events():
+            yield _line(event)
+
+    return StreamingResponse(lines(), media_type=NDJSON)
