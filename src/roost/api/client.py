@@ -7,6 +7,7 @@ ResponseError, as Ollama's own client does.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -99,14 +100,14 @@ class Client:
     def pull(self, model: str) -> Iterator[dict[str, Any]]:
         return self._stream("/api/pull", {"model": model, "stream": True})
 
-    def list(self) -> list[dict[str, Any]]:
-        return list(self._request("GET", "/api/tags")["models"])
+    def list(self) -> builtins.list[dict[str, Any]]:
+        return builtins.list(self._request("GET", "/api/tags")["models"])
 
     def show(self, model: str) -> dict[str, Any]:
         return self._request("POST", "/api/show", {"model": model})  # type: ignore[no-any-return]
 
-    def ps(self) -> list[dict[str, Any]]:
-        return list(self._request("GET", "/api/ps")["models"])
+    def ps(self) -> builtins.list[dict[str, Any]]:
+        return builtins.list(self._request("GET", "/api/ps")["models"])
 
     def delete(self, model: str) -> None:
         self._request("DELETE", "/api/delete", {"model": model})

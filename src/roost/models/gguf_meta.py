@@ -49,7 +49,7 @@ class GGUFMeta:
     def quantization(self) -> str:
         file_type = self.kv.get("general.file_type")
         try:
-            return LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")
+            return LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")  # type: ignore[arg-type]
         except (TypeError, ValueError):
             return "unknown"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +93,7 @@ def render_chat(ref: ModelRef, messages: list[dict[str, Any]],
 
 
 async def generate(scheduler: Scheduler, ref: ModelRef,
-                   req: CoreRequest) -> AsyncIterator[str | Done]:
+                   req: CoreRequest) -> AsyncGenerator[str | Done, None]:
     """Hold the model for the whole stream; the load time is reported on the Done."""
     started = time.perf_counter()
     async with scheduler.use(ref, req.num_ctx, req.keep_alive) as loaded:

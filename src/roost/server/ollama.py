@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,7 +78,7 @@ def _final(model: str, done: Done, started: float, extra: dict[str, Any]) -> dic
 
 
 async def _respond(
-    stream: AsyncIterator[str | Done], model: str, streaming: bool,
+    stream: AsyncGenerator[str | Done, None], model: str, streaming: bool,
     piece: Callable[[str], dict[str, Any]], final_extra: Callable[[str], dict[str, Any]],
 ) -> Response:
     """Await the first item before answering, so a failure to start is a real HTTP error."""

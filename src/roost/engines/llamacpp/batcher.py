@@ -87,13 +87,13 @@ class Batcher:
         return []
 
     def cancel(self, seq_id: int) -> None:
-        for seq in list(self.waiting):
-            if seq.id == seq_id:
-                self.waiting.remove(seq)
-                sampler.free(seq.chain)
-        seq = self.active.get(seq_id)
-        if seq is not None:
-            self._release(seq)
+        for queued in list(self.waiting):
+            if queued.id == seq_id:
+                self.waiting.remove(queued)
+                sampler.free(queued.chain)
+        active = self.active.get(seq_id)
+        if active is not None:
+            self._release(active)
 
     def busy(self) -> bool:
         return bool(self.active) or bool(self.waiting)

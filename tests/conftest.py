@@ -1,0 +1,99 @@
+"""Shared fixtures: a real `roost serve` on a free loopback port, with its own ROOST_HOME.
+
+No part of the product is replaced: the server is the real process, the model the real
+qwen2.5-coder:0.5b from the installed part packages, the store real files.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+MODEL = "qwen2.5-coder:0.5b"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    host: str  # ROOST_HOST value
+    home: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "ROOST_HOST": self.host, "ROOST_HOME": str(self.home),
+                "NO_COLOR": "1", **extra}
+
+    def client(self, timeout: float = 120) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+
+def start_server(home: Path, extra_env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "test-server.log"
+    env = {**os.environ, "ROOST_HOST": host, "ROOST_HOME": str(home), **(extra_env or {})}
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "roost", "serve"], env=env,
+                                stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+    url = f"http://{host}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/version", timeout=1).status_code == 200:
+                return Server(url, host, home, proc, log)
+        except httpx.TransportError:
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"server did not start:\n{log.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("roost-home"))
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def pulled(server: Server) -> Server:
+    """The session server with qwen2.5-coder:0.5b pulled into its store."""
+    with server.client() as c:
+        r = c.post("/api/pull", json={"model": MODEL, "stream": False})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "success"}
+    return server
+
+
+def greedy(num_predict: int = 24, **extra: object) -> dict[str, object]:
+    """Options that make the model deterministic."""
+    return {"temperature": 0, "seed": 42, "num_predict": num_predict, **extra}

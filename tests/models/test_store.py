@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from roost.models.names import Name
+from roost.models.store import (
+    CONFIG_MEDIA_TYPE,
+    DigestMismatch,
+    Store,
+    StoreError,
+    parse_digest,
+)
+
+
+@pytest.mark.parametrize("bad", [
+    "sha256-abc", "sha256:" + "g" * 64, "sha256-" + "A" * 64, "../" + "0" * 64,
+    "sha256-" + "0" * 64 + "/../x", "md5-" + "0" * 32, "sha256-" + "0" * 63,
+])
+def test_bad_digests_are_refused_before_any_path(bad: str, tmp_path: Path) -> None:
+    with pytest.raises(StoreError):
+        parse_digest(bad)
+    with pytest.raises(StoreError):
+        Store(tmp_path).blob_path(bad)
+
+
+def test_digest_forms() -> None:
+    hexd = "a" * 64
+    assert parse_digest(f"sha256:{hexd}") == parse_digest(f"sha256-{hexd}") == f"sha256-{hexd}"
+
+
+def test_blob_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    data = b"hello roost" * 1000
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    chunks = [data[:5000], data[5000:]]
+    seen: list[int] = []
+    layer = store.write_blob(chunks, digest, len(data), seen.append)
+    assert layer.size == len(data) and seen[-1] == len(data)
+    assert store.blob_path(digest).read_bytes() == data
+
+    corrupted = [data[:5000], b"X" + data[5001:]]
+    other = f"sha256:{hashlib.sha256(b'other').hexdigest()}"
+    with pytest.raises(DigestMismatch):
+        store.write_blob(corrupted, other)
+    assert not store.blob_path(other).exists()
+    assert sorted(p.name for p in store.blobs.iterdir()) == [parse_digest(digest)]
+
+
+def test_size_mismatch_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    data = b"abc"
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    with pytest.raises(DigestMismatch):
+        store.write_blob([data], digest, size=4)
+    assert not store.blob_path(digest).exists()
+
+
+def test_manifest_round_trip_case_insensitive_and_delete_prunes(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    config = store.write_bytes(b"{}", CONFIG_MEDIA_TYPE)
+    weights = store.write_bytes(b"weights", "application/vnd.ollama.image.model")
+    store.put(Name.parse("Team/Model:Tag"), config, [weights])
+    manifest = store.get(Name.parse("team/model:tag"))
+    assert manifest is not None and manifest.size == config.size + weights.size
+    assert [str(n) for n, _ in store.entries()] == ["Team/Model:Tag"]
+    assert store.delete(Name.parse("team/model:TAG"))
+    assert store.entries() == []
+    assert not store.blob_path(weights.digest).exists()
+
+
+def test_manifest_refuses_missing_layers(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    config = store.write_bytes(b"{}", CONFIG_MEDIA_TYPE)
+    missing = type(config)("application/vnd.ollama.image.model", "sha256:" + "0" * 64, 3)
+    with pytest.raises(StoreError):
+        store.put(Name.parse("m"), config, [missing])
+    assert store.entries() == []
