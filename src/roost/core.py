@@ -71,6 +71,7 @@ class Done:
     """The last chunk of an answer: why it ended, and what it cost."""
 
     reason: str  # "stop" | "length"
+    prompt_tokens: int = 0  # the whole prompt; prompt_eval_count is the part not cached
     prompt_eval_count: int = 0
     prompt_eval_ns: int = 0
     eval_count: int = 0

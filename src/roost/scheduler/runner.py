@@ -111,7 +111,8 @@ class Runner:
                 elif op == "done":
                     finished = True
                     yield Done(
-                        reason=msg["reason"], prompt_eval_count=msg["prompt_eval_count"],
+                        reason=msg["reason"], prompt_tokens=msg["prompt_tokens"],
+                        prompt_eval_count=msg["prompt_eval_count"],
                         prompt_eval_ns=msg["prompt_eval_ns"], eval_count=msg["eval_count"],
                         eval_ns=msg["eval_ns"],
                     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from roost import config
+from roost.scheduler import memory
 from roost.durations import parse_duration
 from roost.models.resolve import ModelRef
 from roost.scheduler.runner import Runner, RunnerError, RunnerSpec
@@ -57,7 +58,7 @@ class Scheduler:
     async def use(self, ref: ModelRef, num_ctx: int | None,
                   keep_alive: float | None) -> AsyncIterator[Loaded]:
         """Hold a loaded model for the duration of one request."""
-        if self._pending >= config.max_queue():
+        if self.waiting() >= config.max_queue():
             raise QueueFull("server busy, please try again.  maximum pending requests exceeded")
         self._pending += 1
         try:
@@ -68,6 +69,11 @@ class Scheduler:
             yield loaded
         finally:
             self._release(loaded)
+
+    def waiting(self) -> int:
+        """Requests not yet decoding: loading, or queued behind a runner's busy slots."""
+        queued = sum(max(0, m.refcount - m.runner.n_parallel) for m in self.loaded.values())
+        return self._pending + queued
 
     async def _acquire(self, ref: ModelRef, num_ctx: int | None,
                        keep_alive: float | None) -> Loaded:
@@ -80,8 +86,9 @@ class Scheduler:
                 await self._unload(loaded)
                 loaded = None
             if loaded is None:
-                await self._make_room()
                 spec = RunnerSpec(ref.weights, want_ctx, config.num_parallel(), config.num_threads())
+                await self._make_room(memory.estimate(ref.weights, ref.config, want_ctx,
+                                                      spec.num_parallel))
                 runner = await self._factory(spec)
                 loaded = Loaded(ref, runner, runner.n_ctx, _keep_alive(keep_alive))
                 self.loaded[ref.id] = loaded
@@ -115,11 +122,13 @@ class Scheduler:
         if loaded.refcount == 0 and self.loaded.get(loaded.key) is loaded:
             await self._unload(loaded)
 
-    async def _make_room(self) -> None:
-        while len(self.loaded) >= config.max_loaded_models():
+    async def _make_room(self, need: int) -> None:
+        """Unload least recently used idle models until the count and the memory allow one more."""
+        while self.loaded and (len(self.loaded) >= config.max_loaded_models()
+                               or need > memory.available()):
             idle = [m for m in self.loaded.values() if m.refcount == 0]
             if not idle:
-                return  # every model is busy: load beside them rather than fail
+                return  # every model is busy: load beside them and let llama.cpp decide
             await self._unload(min(idle, key=lambda m: m.last_used))
 
     async def _unload(self, loaded: Loaded) -> None:

@@ -209,6 +209,7 @@ class Batcher:
         first = seq.t_first or now
         events.append({
             "op": "done", "id": seq.id, "reason": reason,
+            "prompt_tokens": len(seq.prompt),
             "prompt_eval_count": seq.prompt_evaluated,
             "prompt_eval_ns": int((first - seq.t_start) * 1e9),
             "eval_count": seq.generated,
