@@ -28,7 +28,7 @@ def one_slot(pulled: Server) -> Iterator[Server]:
 def test_cancelled_stream_frees_its_slot(one_slot: Server) -> None:
     with one_slot.client() as c:
         with c.stream("POST", "/api/generate", json=LONG) as r:
-            for n, line in enumerate(r.iter_lines()):
+            for n, _line in enumerate(r.iter_lines()):
                 if n == 2:
                     break  # the client hangs up mid-stream
         started = time.monotonic()

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from roost import config
-from roost.scheduler import memory
 from roost.durations import parse_duration
 from roost.models.resolve import ModelRef
+from roost.scheduler import memory
 from roost.scheduler.runner import Runner, RunnerError, RunnerSpec
 
 RunnerFactory = Callable[[RunnerSpec], Awaitable[Runner]]
