@@ -65,6 +65,24 @@ class ChatRequest(_Wire):
     think: Think | None = None
 
 
+class EmbedRequest(_Wire):
+    model: str = Field(min_length=1)
+    input: str | list[str] = ""
+    truncate: bool = True
+    dimensions: int | None = Field(default=None, gt=0)
+    options: dict[str, Any] | None = None
+    keep_alive: KeepAlive | None = None
+
+
+class EmbeddingsRequest(_Wire):
+    """The older single-text endpoint, /api/embeddings."""
+
+    model: str = Field(min_length=1)
+    prompt: str = ""
+    options: dict[str, Any] | None = None
+    keep_alive: KeepAlive | None = None
+
+
 class ModelRequest(_Wire):
     """Requests that name one model: show, delete, pull. `name` is Ollama's older spelling."""
 

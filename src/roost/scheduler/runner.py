@@ -128,15 +128,27 @@ class Runner:
                     self._send({"op": "cancel", "id": rid})
 
     async def tokenize(self, text: str) -> list[int]:
+        msg = await self._call({"op": "tokenize", "text": text}, "tokens")
+        return list(msg["tokens"])
+
+    async def embed(self, texts: list[str], truncate: bool, dimensions: int | None,
+                    num_ctx: int | None = None) -> tuple[list[list[float]], int]:
+        msg = await self._call({"op": "embed", "texts": texts, "truncate": truncate,
+                                "dimensions": dimensions, "num_ctx": num_ctx}, "embeddings")
+        return msg["embeddings"], int(msg["prompt_tokens"])
+
+    async def _call(self, request: dict[str, Any], answer: str) -> dict[str, Any]:
+        """One request, one answer: for the operations that do not stream."""
         rid = next(self._ids)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._queues[rid] = queue
         try:
-            self._send({"op": "tokenize", "id": rid, "text": text})
+            self._send({**request, "id": rid})
             msg = await queue.get()
-            if msg["op"] != "tokens":
-                raise RunnerError(msg.get("message", "tokenize failed"))
-            return list(msg["tokens"])
+            if msg["op"] != answer:
+                raise RunnerError(msg.get("message", f"{request['op']} failed"),
+                                  int(msg.get("status", 500)))
+            return msg
         finally:
             self._queues.pop(rid, None)
 

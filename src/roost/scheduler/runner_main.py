@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from roost.engines.llamacpp import embed
 from roost.engines.llamacpp.batcher import Batcher
+from roost.engines.llamacpp.embed import Embedder, EmbedError
 from roost.engines.llamacpp.model import LoadError, LoadOptions, Model
 from roost.scheduler import protocol
 
@@ -50,19 +52,41 @@ def main(argv: list[str] | None = None) -> int:
         conn.send([{"op": "load_error", "message": str(exc)}])
         return 1
     batcher = Batcher(model)
+    lazy = _LazyEmbedder(model, args.num_threads)
     conn.send([{
         "op": "ready", "n_ctx": model.n_ctx_seq, "n_parallel": model.n_seq,
         "size": model.size, "gpu_layers": model.gpu_layers,
         "load_ns": int((time.perf_counter() - started) * 1e9),
     }])
     try:
-        return _loop(conn, batcher, model)
+        return _loop(conn, batcher, model, lazy)
     finally:
+        lazy.close()
         batcher.close()
         model.close()
 
 
-def _loop(conn: protocol.Connection, batcher: Batcher, model: Model) -> int:
+class _LazyEmbedder:
+    """The embedding context is made on the first embed request: most models never get one."""
+
+    def __init__(self, model: Model, num_threads: int) -> None:
+        self.model, self.num_threads = model, num_threads
+        self.embedder: Embedder | None = None
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.embedder is None:
+            try:
+                self.embedder = Embedder(self.model, self.num_threads)
+            except EmbedError as exc:
+                return {"op": "error", "id": msg["id"], "message": str(exc)}
+        return embed.handle(self.embedder, msg)
+
+    def close(self) -> None:
+        if self.embedder is not None:
+            self.embedder.close()
+
+
+def _loop(conn: protocol.Connection, batcher: Batcher, model: Model, lazy: _LazyEmbedder) -> int:
     while True:
         timeout = 0.0 if batcher.busy() else None
         readable, _, _ = select.select([conn.sock], [], [], timeout)
@@ -72,7 +96,7 @@ def _loop(conn: protocol.Connection, batcher: Batcher, model: Model) -> int:
                 return 0  # the server went away
             out: list[dict[str, Any]] = []
             for msg in messages:
-                out.extend(_handle(msg, batcher, model))
+                out.extend(_handle(msg, batcher, model, lazy))
             if out:
                 conn.send(out)
         if batcher.busy():
@@ -81,7 +105,8 @@ def _loop(conn: protocol.Connection, batcher: Batcher, model: Model) -> int:
                 conn.send(events)
 
 
-def _handle(msg: dict[str, Any], batcher: Batcher, model: Model) -> list[dict[str, Any]]:
+def _handle(msg: dict[str, Any], batcher: Batcher, model: Model,
+            lazy: _LazyEmbedder) -> list[dict[str, Any]]:
     op = msg.get("op")
     if op == "complete":
         return batcher.submit(
@@ -91,6 +116,8 @@ def _handle(msg: dict[str, Any], batcher: Batcher, model: Model) -> list[dict[st
     if op == "cancel":
         batcher.cancel(msg["id"])
         return []
+    if op == "embed":
+        return [lazy.handle(msg)]
     if op == "tokenize":
         return [{"op": "tokens", "id": msg["id"], "tokens": model.tokenize(msg["text"])}]
     return [{"op": "error", "id": msg.get("id", -1), "message": f"unknown op {op!r}"}]

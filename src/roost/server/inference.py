@@ -104,6 +104,26 @@ async def generate(scheduler: Scheduler, ref: ModelRef,
             yield item
 
 
+async def embed(scheduler: Scheduler, ref: ModelRef, texts: list[str], truncate: bool,
+                dimensions: int | None, options: dict[str, Any] | None,
+                keep_alive: Any) -> tuple[list[list[float]], int, int]:
+    """Embed texts with the model's pooled output; returns vectors, tokens and load time (ns)."""
+    try:
+        check_options(options or {})
+    except OptionError as exc:
+        raise BadRequest(str(exc)) from exc
+    num_ctx = (options or {}).get("num_ctx")
+    started = time.perf_counter()
+    async with scheduler.use(ref, int(num_ctx) if num_ctx else None,
+                             keep_alive_seconds(keep_alive)) as loaded:
+        load_ns = int((time.perf_counter() - started) * 1e9)
+        if not texts:
+            return [], 0, load_ns
+        vectors, count = await loaded.runner.embed(texts, truncate, dimensions,
+                                                   int(num_ctx) if num_ctx else None)
+    return vectors, count, load_ns
+
+
 async def load_only(scheduler: Scheduler, ref: ModelRef, keep_alive: float | None) -> str:
     """An empty prompt loads the model (or unloads it with keep_alive 0): Ollama's preload."""
     if keep_alive == 0:

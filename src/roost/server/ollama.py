@@ -16,7 +16,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from roost import __version__
-from roost.api.types import ChatRequest, GenerateRequest, ModelRequest
+from roost.api.types import (
+    ChatRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    ModelRequest,
+)
 from roost.core import Done
 from roost.models import catalog
 from roost.models.names import InvalidName, Name
@@ -171,6 +177,35 @@ async def chat(request: Request, body: ChatRequest) -> Response:
             piece=lambda text: {"message": {"role": "assistant", "content": text}},
             final_extra=lambda text: {"message": {"role": "assistant", "content": text}},
         )
+
+    return await _guarded(run)
+
+
+@router.post("/embed")
+async def embed(request: Request, body: EmbedRequest) -> Response:
+    async def run() -> Response:
+        ref = _resolve(request, body.model)
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        texts = [t for t in texts if t] if isinstance(body.input, str) else texts
+        started = asyncio.get_running_loop().time()
+        vectors, count, load_ns = await inference.embed(
+            _scheduler(request), ref, texts, body.truncate, body.dimensions, body.options,
+            body.keep_alive)
+        total = int((asyncio.get_running_loop().time() - started) * 1e9)
+        return JSONResponse({"model": body.model, "embeddings": vectors, "total_duration": total,
+                             "load_duration": load_ns, "prompt_eval_count": count})
+
+    return await _guarded(run)
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, body: EmbeddingsRequest) -> Response:
+    async def run() -> Response:
+        ref = _resolve(request, body.model)
+        texts = [body.prompt] if body.prompt else []
+        vectors, _, _ = await inference.embed(_scheduler(request), ref, texts, True, None,
+                                              body.options, body.keep_alive)
+        return JSONResponse({"embedding": vectors[0] if vectors else []})
 
     return await _guarded(run)
 

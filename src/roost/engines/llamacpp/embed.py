@@ -1,0 +1,114 @@
+"""Embeddings from a loaded model: a second context with mean pooling, made on first use.
+
+It shares the weights with the generation context (same llama_model), so `/api/embed` on a
+chat model costs only its own small KV cache. Vectors are L2-normalised, as Ollama's are;
+`dimensions` keeps the first N components and normalises again.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import llama_cpp.llama_cpp as ll
+
+from roost.engines.llamacpp.model import Model
+
+MAX_SEQS = 8
+POOLING_MEAN = 1
+
+
+class EmbedError(ValueError):
+    pass
+
+
+class Embedder:
+    def __init__(self, model: Model, num_threads: int) -> None:
+        self.model = model
+        cparams = ll.llama_context_default_params()
+        self.n_ctx = model.n_ctx_seq
+        cparams.n_ctx = self.n_ctx
+        cparams.n_batch = self.n_ctx
+        cparams.n_ubatch = self.n_ctx  # a pooled sequence must fit in one ubatch
+        cparams.n_seq_max = MAX_SEQS
+        cparams.kv_unified = True
+        cparams.n_threads = num_threads
+        cparams.n_threads_batch = num_threads
+        cparams.embeddings = True
+        cparams.pooling_type = POOLING_MEAN
+        cparams.no_perf = True
+        self.ctx = ll.llama_init_from_model(model.model, cparams)
+        if not self.ctx:
+            raise EmbedError("llama.cpp could not create an embedding context")
+        self.memory = ll.llama_get_memory(self.ctx)
+        self.n_embd = ll.llama_model_n_embd(model.model)
+        self.batch = ll.llama_batch_init(self.n_ctx, 0, 1)
+
+    def embed(self, texts: list[str], truncate: bool, dimensions: int | None,
+              num_ctx: int | None = None) -> tuple[list[list[float]], int]:
+        """Return one normalised vector per text and the number of tokens evaluated."""
+        limit = min(num_ctx or self.n_ctx, self.n_ctx)
+        token_lists = [self._tokens(t, truncate, limit) for t in texts]
+        vectors: list[list[float]] = []
+        group: list[list[int]] = []
+        for tokens in token_lists:
+            if group and (len(group) == MAX_SEQS or
+                          sum(map(len, group)) + len(tokens) > self.n_ctx):
+                vectors += self._decode(group)
+                group = []
+            group.append(tokens)
+        if group:
+            vectors += self._decode(group)
+        if dimensions:
+            vectors = [_normalise(v[:dimensions]) for v in vectors]
+        return vectors, sum(map(len, token_lists))
+
+    def _tokens(self, text: str, truncate: bool, limit: int) -> list[int]:
+        tokens = self.model.tokenize(text) or [self.model.bos]
+        if len(tokens) > limit:
+            if not truncate:
+                raise EmbedError(f"the input is {len(tokens)} tokens, longer than the "
+                                 f"context of {limit}")
+            tokens = tokens[:limit]
+        return tokens
+
+    def _decode(self, group: list[list[int]]) -> list[list[float]]:
+        ll.llama_memory_clear(self.memory, True)
+        b = self.batch
+        n = 0
+        for seq, tokens in enumerate(group):
+            for pos, tok in enumerate(tokens):
+                b.token[n] = tok
+                b.pos[n] = pos
+                b.n_seq_id[n] = 1
+                b.seq_id[n][0] = seq
+                b.logits[n] = True
+                n += 1
+        b.n_tokens = n
+        if ll.llama_decode(self.ctx, b) != 0:
+            raise EmbedError("llama_decode failed while embedding")
+        out = []
+        for seq in range(len(group)):
+            ptr = ll.llama_get_embeddings_seq(self.ctx, seq)
+            if not ptr:
+                raise EmbedError("this model gives no pooled embeddings")
+            out.append(_normalise([float(ptr[i]) for i in range(self.n_embd)]))
+        return out
+
+    def close(self) -> None:
+        ll.llama_batch_free(self.batch)
+        ll.llama_free(self.ctx)
+
+
+def _normalise(v: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in v))
+    return [x / norm for x in v] if norm > 0 else v
+
+
+def handle(embedder: Any, msg: dict[str, Any]) -> dict[str, Any]:
+    try:
+        vectors, count = embedder.embed(list(msg["texts"]), bool(msg.get("truncate", True)),
+                                        msg.get("dimensions"), msg.get("num_ctx"))
+    except EmbedError as exc:
+        return {"op": "error", "id": msg["id"], "message": str(exc), "status": 400}
+    return {"op": "embeddings", "id": msg["id"], "embeddings": vectors, "prompt_tokens": count}
