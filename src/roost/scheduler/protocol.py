@@ -1,11 +1,12 @@
 """The runner protocol: newline-delimited JSON messages over one local socket.
 
 Server to runner: `complete {id, prompt, options, format, num_ctx}`, `cancel {id}`,
-`tokenize {id, text}`, `embed {id, texts, truncate, dimensions, num_ctx}`. Runner to server: `ready {n_ctx, n_parallel, size, load_ns}` or
-`load_error {message}` once, then `piece {id, text}`, `done {id, reason, counts, timings}`,
+`tokenize {id, text}`, `embed {id, texts, truncate, dimensions, num_ctx}`.
+Runner to server: `ready {n_ctx, n_parallel, size, load_ns}` or `load_error {message}`
+once, then `piece {id, text}`, `done {id, reason, counts, timings}`,
 `error {id, message, status}`, `tokens {id, tokens}`, `embeddings {id, embeddings,
-prompt_tokens}`. Every message after loading carries the
-request id, so many streams share the one socket.
+prompt_tokens}`. Every message after loading carries the request id, so many streams
+share the one socket.
 """
 
 from __future__ import annotations
