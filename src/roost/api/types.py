@@ -97,6 +97,22 @@ class ModelRequest(_Wire):
         return (self.model or self.name or "").strip()
 
 
+class CreateRequest(_Wire):
+    """A Modelfile in structured form (clients parse the Modelfile and upload its files)."""
+
+    model: str = Field(min_length=1)
+    from_: str | None = Field(default=None, alias="from")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    system: str | None = None
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] | None = None
+    quantize: str | None = None
+    stream: bool = True
+
+
 class CopyRequest(_Wire):
     source: str = Field(min_length=1)
     destination: str = Field(min_length=1)

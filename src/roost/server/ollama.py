@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from roost import __version__
 from roost.api.types import (
     ChatRequest,
+    CopyRequest,
+    CreateRequest,
     EmbeddingsRequest,
     EmbedRequest,
     GenerateRequest,
@@ -25,10 +27,11 @@ from roost.api.types import (
 )
 from roost.core import Done
 from roost.models import catalog
+from roost.models.create import CreateError, Spec, copy, create
 from roost.models.names import InvalidName, Name
 from roost.models.pull import ModelNotFound, pull
 from roost.models.resolve import ModelRef, NotFound, resolve
-from roost.models.store import StoreError
+from roost.models.store import DigestMismatch, StoreError, parse_digest
 from roost.scheduler.runner import RunnerError
 from roost.scheduler.scheduler import QueueFull, Scheduler
 from roost.server import inference
@@ -319,36 +322,115 @@ async def pull_model(request: Request, body: ModelRequest) -> Response:
         return error(400, str(exc))
     if catalog.find(name) is None:
         return error(404, f"pull model manifest: file does not exist: model '{body.target}' not found")
+    store = request.app.state.store
+    return await _progress_response(request, lambda report: pull(store, name, report),
+                                    body.stream)
+
+
+async def _progress_response(request: Request, work: Callable[[Callable[[dict[str, Any]], None]], None],
+                             stream: bool) -> Response:
+    """Run a store operation in a thread; stream its status events as NDJSON (or the last)."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
 
     def report(event: dict[str, Any]) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, event)
 
-    def work() -> None:
+    def run() -> None:
         try:
-            pull(request.app.state.store, name, report)
-        except (ModelNotFound, catalog.PartsMissing, StoreError, OSError, ValueError) as exc:
-            report({"error": str(exc)})
+            work(report)
+        except (NotFound, InvalidName) as exc:
+            report({"error": str(exc), "_status": 404 if isinstance(exc, NotFound) else 400})
+        except (CreateError, ModelNotFound, catalog.PartsMissing, StoreError, OSError,
+                ValueError) as exc:
+            report({"error": str(exc), "_status": 400 if isinstance(exc, CreateError) else 500})
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
-    task = loop.run_in_executor(None, work)
+    task = loop.run_in_executor(None, run)
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         while (event := await queue.get()) is not None:
             yield event
         await task
 
-    if not body.stream:
+    if not stream:
         last: dict[str, Any] = {}
         async for event in events():
             last = event
-        status = 500 if "error" in last else 200
-        return JSONResponse(last, status_code=status)
+        return JSONResponse({k: v for k, v in last.items() if k != "_status"},
+                            status_code=int(last.get("_status", 200)))
 
     async def lines() -> AsyncIterator[bytes]:
         async for event in events():
-            yield _line(event)
+            yield _line({k: v for k, v in event.items() if k != "_status"})
 
     return StreamingResponse(lines(), media_type=NDJSON)
+
+
+@router.post("/create")
+async def create_model(request: Request, body: CreateRequest) -> Response:
+    if body.adapters or body.quantize:
+        return error(400, "adapters and quantize are not supported yet")
+    try:
+        Name.parse(body.model)
+    except InvalidName as exc:
+        return error(400, str(exc))
+    spec = Spec(name=body.model, base=body.from_, files=body.files or {},
+                template=body.template, system=body.system, license=body.license,
+                parameters=body.parameters or {}, messages=body.messages)
+    store = request.app.state.store
+    return await _progress_response(request, lambda report: create(store, spec, report),
+                                    body.stream)
+
+
+@router.post("/copy")
+async def copy_model(request: Request, body: CopyRequest) -> Response:
+    async def run() -> Response:
+        try:
+            copy(request.app.state.store, body.source, body.destination)
+        except InvalidName as exc:
+            raise BadRequest(str(exc)) from exc
+        return JSONResponse({})
+
+    return await _guarded(run)
+
+
+@router.head("/blobs/{digest}")
+async def blob_exists(request: Request, digest: str) -> Response:
+    try:
+        found = request.app.state.store.has_blob(digest)
+    except StoreError as exc:
+        return error(400, str(exc))
+    return Response(status_code=200 if found else 404)
+
+
+@router.post("/blobs/{digest}", status_code=201)
+async def blob_upload(request: Request, digest: str) -> Response:
+    """Stream the body into the store; the digest is verified before the blob is kept."""
+    try:
+        parse_digest(digest)
+    except StoreError as exc:
+        return error(400, str(exc))
+    store = request.app.state.store
+    if store.has_blob(digest):
+        return Response(status_code=201)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=16)
+
+    def chunks() -> Any:
+        while (chunk := asyncio.run_coroutine_threadsafe(queue.get(), loop).result()) is not None:
+            yield chunk
+
+    writer = loop.run_in_executor(None, lambda: store.write_blob(chunks(), digest))
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                await queue.put(chunk)
+    finally:
+        await queue.put(None)
+        try:
+            await writer
+        except DigestMismatch as exc:
+            return error(400, str(exc))  # noqa: B012 - the verdict on the bytes received
+    return Response(status_code=201)

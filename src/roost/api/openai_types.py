@@ -1,0 +1,84 @@
+"""Wire types of OpenAI's API dialect (`/v1/*`), as far as Roost serves it.
+
+Field names and defaults follow OpenAI's API. Unknown fields are accepted: OpenAI clients
+send many that mean nothing here (`user`, `logit_bias`, `store`, ...), and an Ollama option
+name among them (`num_ctx`, `top_k`, ...) is read by the server as that option.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+
+class ContentPart(_Wire):
+    """One part of an array `content`: `text` is served; image and audio parts are refused."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Wire):
+    role: str
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(_Wire):
+    include_usage: bool = False
+
+
+class JsonSchemaFormat(_Wire):
+    name: str | None = None
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Wire):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+Stop = str | list[str]
+
+
+class ChatCompletionRequest(_Wire):
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stop: Stop | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    response_format: ResponseFormat | None = None
+    n: int | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class CompletionRequest(_Wire):
+    model: str = Field(min_length=1)
+    prompt: str | list[str]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = 16
+    stop: Stop | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    suffix: str | None = None
+    n: int | None = None

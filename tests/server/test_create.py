@@ -1,0 +1,94 @@
+"""Creating, copying and uploading models through the API, with the official client."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import ollama
+import pytest
+
+from roost.models import catalog
+from roost.models.names import Name
+from tests.conftest import MODEL, Server, greedy
+
+
+@pytest.fixture()
+def client(pulled: Server) -> ollama.Client:
+    return ollama.Client(host=pulled.url)
+
+
+def manifests(server: Server) -> set[str]:
+    return {str(p.relative_to(server.home / "manifests"))
+            for p in (server.home / "manifests").rglob("*") if p.is_file()}
+
+
+def test_create_from_model_with_system_and_parameters(client: ollama.Client) -> None:
+    client.create(model="pirate:1", from_=MODEL, system="You are a pirate. Always say Arr.",
+                  parameters={"temperature": 0, "num_predict": 12, "stop": ["\n\n"]})
+    info = client.show("pirate:1")
+    assert "SYSTEM \"\"\"You are a pirate. Always say Arr.\"\"\"" in (info.modelfile or "")
+    assert "num_predict" in (info.parameters or "") and "stop" in (info.parameters or "")
+    assert info.details is not None and info.details.family == "qwen2"
+    r = client.generate(model="pirate:1", prompt="Hello!")
+    assert r.eval_count is not None and r.eval_count <= 12
+    client.copy("pirate:1", "pirate:2")
+    assert {"pirate:1", "pirate:2"} <= {m.model for m in client.list().models}
+    client.delete("pirate:1")
+    client.delete("pirate:2")
+    assert not {"pirate:1", "pirate:2"} & {m.model for m in client.list().models}
+    # the shared weights survive: the original model still answers
+    assert client.generate(model=MODEL, prompt="Hi", options=greedy(3)).response
+
+
+def test_create_from_uploaded_gguf(client: ollama.Client, tmp_path: Path) -> None:
+    gemma = catalog.find(Name.parse("gemma3:270m"))
+    assert gemma is not None
+    path = tmp_path / "gemma.gguf"
+    with path.open("wb") as out:
+        for chunk in catalog.read_parts(catalog.part_paths(gemma)):
+            out.write(chunk)
+    digest = client.create_blob(path)
+    assert digest == f"sha256:{gemma.sha256}"
+    client.create(model="my-gemma", files={"gemma.gguf": digest}, template=catalog.GEMMA_TEMPLATE)
+    info = client.show("my-gemma")
+    assert info.details is not None and info.details.family == "gemma3"
+    r = client.generate(model="my-gemma", prompt="The capital of France is", raw=True,
+                        options=greedy(4))
+    assert r.response
+    client.delete("my-gemma")
+
+
+def test_bad_creates_change_nothing(client: ollama.Client, pulled: Server) -> None:
+    before = manifests(pulled)
+    cases = [
+        dict(model="x1", from_=MODEL, parameters={"no_such_option": 1}),
+        dict(model="x2", from_=MODEL, template="{% if %}"),
+        dict(model="x3", from_="missing-base:1"),
+        dict(model="bad name!", from_=MODEL),
+        dict(model="x4", files={"m.gguf": "sha256:" + "0" * 64}),
+    ]
+    statuses = []
+    for kwargs in cases:
+        with pytest.raises(ollama.ResponseError) as err:
+            client.create(**kwargs)  # type: ignore[arg-type]
+        statuses.append(err.value.status_code)
+    assert statuses == [400, 400, 404, 400, 400]
+    with pytest.raises(ollama.ResponseError) as err:
+        client.copy("missing:1", "y")
+    assert err.value.status_code == 404
+    assert manifests(pulled) == before
+
+
+def test_blob_digest_is_verified(pulled: Server) -> None:
+    data = b"not what the digest says"
+    wrong = "sha256:" + hashlib.sha256(b"other").hexdigest()
+    right = "sha256:" + hashlib.sha256(data).hexdigest()
+    with pulled.client() as c:
+        assert c.post(f"/api/blobs/{wrong}", content=data).status_code == 400
+        assert c.head(f"/api/blobs/{wrong}").status_code == 404
+        assert c.post(f"/api/blobs/{right}", content=data).status_code == 201
+        assert c.head(f"/api/blobs/{right}").status_code == 200
+        assert c.head("/api/blobs/sha256:../../etc").status_code in (400, 404)
+        assert c.post("/api/blobs/md5-abc", content=data).status_code == 400
+    assert not list((pulled.home / "blobs").glob("*.partial"))
