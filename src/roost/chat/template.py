@@ -62,6 +62,7 @@ def render(
     eos_token: str = "",
     tools: list[dict[str, Any]] | None = None,
     add_generation_prompt: bool = True,
+    think: Any = None,
 ) -> str:
     compiled = _compile(template or CHATML)
     try:
@@ -71,6 +72,8 @@ def render(
             bos_token=bos_token,
             eos_token=eos_token,
             add_generation_prompt=add_generation_prompt,
+            # Qwen3-style templates read enable_thinking; others ignore it.
+            **({} if think is None else {"enable_thinking": think is not False, "think": think}),
         )
     except TemplateRenderError:
         raise

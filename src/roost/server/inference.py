@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roost.chat import template as templates
+from roost.chat.parse import OutputParser, Parsed
 from roost.core import (
     DEFAULT_OPTIONS,
     CoreRequest,
@@ -80,13 +81,15 @@ def _format(fmt: Any) -> Any:
 
 
 def render_chat(ref: ModelRef, messages: list[dict[str, Any]],
-                tools: list[dict[str, Any]] | None = None, template: str | None = None) -> str:
+                tools: list[dict[str, Any]] | None = None, template: str | None = None,
+                think: Any = None) -> str:
     if ref.system and not any(m.get("role") == "system" for m in messages):
         messages = [{"role": "system", "content": ref.system}, *messages]
     try:
         return templates.render(
             template or ref.template, messages, tools=tools,
             bos_token=ref.config.get("bos_token", ""), eos_token=ref.config.get("eos_token", ""),
+            think=think,
         )
     except templates.TemplateRenderError as exc:
         raise BadRequest(str(exc)) from exc
@@ -122,6 +125,38 @@ async def embed(scheduler: Scheduler, ref: ModelRef, texts: list[str], truncate:
         vectors, count = await loaded.runner.embed(texts, truncate, dimensions,
                                                    int(num_ctx) if num_ctx else None)
     return vectors, count, load_ns
+
+
+def output_parser(ref: ModelRef, prompt: str, tools: list[dict[str, Any]] | None,
+                  think: Any) -> OutputParser:
+    """Check what the request asks of the model, and set up the parsing of its output."""
+    caps = ref.capabilities
+    if think not in (None, False) and "thinking" not in caps:
+        raise BadRequest(f'"{ref.name}" does not support thinking')
+    if tools and "tools" not in caps:
+        raise BadRequest(f'"{ref.name}" does not support tools')
+    thinking = "thinking" in caps and think is not False
+    names = frozenset(str((t.get("function") or t).get("name", "")) for t in tools or [])
+    return OutputParser(tools=bool(tools), think=thinking, tool_names=names,
+                        starts_thinking=thinking and prompt.rstrip().endswith("<think>"))
+
+
+async def parsed(stream: AsyncGenerator[str | Done, None],
+                 parser: OutputParser) -> AsyncGenerator[Parsed | Done, None]:
+    """The model's text as content, thinking and whole tool calls; Done last."""
+    try:
+        async for item in stream:
+            if isinstance(item, Done):
+                tail = parser.finish()
+                if tail:
+                    yield tail
+                yield item
+                return
+            part = parser.feed(item)
+            if part:
+                yield part
+    finally:
+        await stream.aclose()
 
 
 async def load_only(scheduler: Scheduler, ref: ModelRef, keep_alive: float | None) -> str:

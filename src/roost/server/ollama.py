@@ -25,6 +25,7 @@ from roost.api.types import (
     GenerateRequest,
     ModelRequest,
 )
+from roost.chat.parse import Parsed
 from roost.core import Done
 from roost.models import catalog
 from roost.models.create import CreateError, Spec, copy, create
@@ -87,28 +88,29 @@ def _final(model: str, done: Done, started: float, extra: dict[str, Any]) -> dic
 
 
 async def _respond(
-    stream: AsyncGenerator[str | Done, None], model: str, streaming: bool,
-    piece: Callable[[str], dict[str, Any]], final_extra: Callable[[str], dict[str, Any]],
+    stream: AsyncGenerator[Parsed | Done, None], model: str, streaming: bool,
+    shape: Callable[[Parsed], dict[str, Any]],
 ) -> Response:
     """Await the first item before answering, so a failure to start is a real HTTP error."""
     started = asyncio.get_running_loop().time()
     first = await anext(stream)
     if not streaming:
-        text, item = [], first
+        whole, item = Parsed(), first
         while not isinstance(item, Done):
-            text.append(item)
+            whole.content += item.content
+            whole.thinking += item.thinking
+            whole.tool_calls += item.tool_calls
             item = await anext(stream)
-        body = _final(model, item, started, final_extra("".join(text)))
-        return JSONResponse(body)
+        return JSONResponse(_final(model, item, started, shape(whole)))
 
     async def lines() -> AsyncIterator[bytes]:
-        item: str | Done | None = first
+        item: Parsed | Done | None = first
         try:
             while item is not None:
                 if isinstance(item, Done):
-                    yield _line(_final(model, item, started, final_extra("")))
+                    yield _line(_final(model, item, started, shape(Parsed())))
                     return
-                yield _line({"model": model, "created_at": now_rfc3339(), **piece(item),
+                yield _line({"model": model, "created_at": now_rfc3339(), **shape(item),
                              "done": False})
                 item = await anext(stream)
         except (RunnerError, StopAsyncIteration) as exc:
@@ -117,6 +119,19 @@ async def _respond(
             await stream.aclose()
 
     return StreamingResponse(lines(), media_type=NDJSON)
+
+
+def _generate_shape(p: Parsed) -> dict[str, Any]:
+    return {"response": p.content, **({"thinking": p.thinking} if p.thinking else {})}
+
+
+def _chat_shape(p: Parsed) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": p.content}
+    if p.thinking:
+        message["thinking"] = p.thinking
+    if p.tool_calls:
+        message["tool_calls"] = p.tool_calls
+    return {"message": message}
 
 
 def _line(obj: dict[str, Any]) -> bytes:
@@ -149,14 +164,12 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
             if body.system:
                 messages.append({"role": "system", "content": body.system})
             messages.append({"role": "user", "content": body.prompt})
-            prompt = inference.render_chat(ref, messages, template=body.template)
+            prompt = inference.render_chat(ref, messages, template=body.template,
+                                           think=body.think)
+        parser = inference.output_parser(ref, prompt, None, body.think)
         req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format)
-        stream = inference.generate(_scheduler(request), ref, req)
-        return await _respond(
-            stream, body.model, body.stream,
-            piece=lambda text: {"response": text},
-            final_extra=lambda text: {"response": text},
-        )
+        stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
+        return await _respond(stream, body.model, body.stream, _generate_shape)
 
     return await _guarded(run)
 
@@ -172,14 +185,11 @@ async def chat(request: Request, body: ChatRequest) -> Response:
         if any(m.images for m in body.messages):
             raise BadRequest(f"model '{ref.name}' does not support images")
         messages = [_message_dict(m.model_dump(exclude_none=True)) for m in body.messages]
-        prompt = inference.render_chat(ref, messages, tools=body.tools)
+        prompt = inference.render_chat(ref, messages, tools=body.tools, think=body.think)
+        parser = inference.output_parser(ref, prompt, body.tools, body.think)
         req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format)
-        stream = inference.generate(_scheduler(request), ref, req)
-        return await _respond(
-            stream, body.model, body.stream,
-            piece=lambda text: {"message": {"role": "assistant", "content": text}},
-            final_extra=lambda text: {"message": {"role": "assistant", "content": text}},
-        )
+        stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
+        return await _respond(stream, body.model, body.stream, _chat_shape)
 
     return await _guarded(run)
 
