@@ -88,6 +88,16 @@ class Manifest:
     def layer(self, media_type: str) -> Layer | None:
         return next((la for la in self.layers if la.media_type == media_type), None)
 
+    @classmethod
+    def decode(cls, raw: bytes, modified_at: datetime | None = None) -> Manifest:
+        doc = json.loads(raw)
+        return cls(
+            config=Layer.from_json(doc["config"]),
+            layers=tuple(Layer.from_json(la) for la in doc.get("layers", [])),
+            raw=raw,
+            modified_at=modified_at or now(),
+        )
+
     @staticmethod
     def encode(config: Layer, layers: Iterable[Layer]) -> bytes:
         doc = {
@@ -184,25 +194,21 @@ class Store:
         return self._read_manifest(path)
 
     def _read_manifest(self, path: Path) -> Manifest:
-        raw = path.read_bytes()
-        doc = json.loads(raw)
         modified = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
-        return Manifest(
-            config=Layer.from_json(doc["config"]),
-            layers=tuple(Layer.from_json(la) for la in doc.get("layers", [])),
-            raw=raw,
-            modified_at=modified,
-        )
+        return Manifest.decode(path.read_bytes(), modified)
 
     def put(self, name: Name, config: Layer, layers: Iterable[Layer]) -> Manifest:
         """Write a manifest atomically; every layer it names must already be stored."""
-        layers = tuple(layers)
-        for layer in (config, *layers):
+        return self.put_raw(name, Manifest.encode(config, layers))
+
+    def put_raw(self, name: Name, raw: bytes) -> Manifest:
+        """Keep a manifest's exact bytes (its digest is the model's ID) once its layers are here."""
+        manifest = Manifest.decode(raw)
+        for layer in (manifest.config, *manifest.layers):
             if not self.has_blob(layer.digest, layer.size):
                 raise StoreError(f"layer {layer.digest} is missing from the store")
-        existing = self.find_manifest_path(name)
-        path = existing or self._manifest_path(name)
-        _atomic_write(path, Manifest.encode(config, layers))
+        path = self.find_manifest_path(name) or self._manifest_path(name)
+        _atomic_write(path, raw)
         return self._read_manifest(path)
 
     def delete(self, name: Name) -> bool:

@@ -27,9 +27,9 @@ from roost.api.types import (
 )
 from roost.chat.parse import Parsed
 from roost.core import Done
-from roost.models import catalog
+from roost.models import catalog, transfer
 from roost.models.create import CreateError, Spec, copy, create
-from roost.models.names import InvalidName, Name
+from roost.models.names import DEFAULT_HOST, InvalidName, Name
 from roost.models.pull import ModelNotFound, pull
 from roost.models.resolve import ModelRef, NotFound, resolve
 from roost.models.store import DigestMismatch, StoreError, parse_digest
@@ -330,11 +330,27 @@ async def pull_model(request: Request, body: ModelRequest) -> Response:
         name = Name.parse(body.target)
     except InvalidName as exc:
         return error(400, str(exc))
-    if catalog.find(name) is None:
-        return error(404, f"pull model manifest: file does not exist: model '{body.target}' not found")
     store = request.app.state.store
-    return await _progress_response(request, lambda report: pull(store, name, report),
-                                    body.stream)
+    if catalog.find(name) is not None:
+        return await _progress_response(request, lambda report: pull(store, name, report),
+                                        body.stream)
+    if name.host == DEFAULT_HOST:
+        return error(404, f"pull model manifest: file does not exist: model '{body.target}' not found")
+    return await _progress_response(
+        request, lambda report: transfer.pull(store, name, body.insecure, report), body.stream)
+
+
+@router.post("/push")
+async def push_model(request: Request, body: ModelRequest) -> Response:
+    try:
+        name = Name.parse(body.target)
+    except InvalidName as exc:
+        return error(400, str(exc))
+    store = request.app.state.store
+    if store.get(name) is None:
+        return error(404, f"model '{body.target}' not found")
+    return await _progress_response(
+        request, lambda report: transfer.push(store, name, body.insecure, report), body.stream)
 
 
 async def _progress_response(request: Request, work: Callable[[Callable[[dict[str, Any]], None]], None],
@@ -351,6 +367,8 @@ async def _progress_response(request: Request, work: Callable[[Callable[[dict[st
             work(report)
         except (NotFound, InvalidName) as exc:
             report({"error": str(exc), "_status": 404 if isinstance(exc, NotFound) else 400})
+        except transfer.RegistryError as exc:
+            report({"error": str(exc), "_status": exc.status})
         except (CreateError, ModelNotFound, catalog.PartsMissing, StoreError, OSError,
                 ValueError) as exc:
             report({"error": str(exc), "_status": 400 if isinstance(exc, CreateError) else 500})

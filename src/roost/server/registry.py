@@ -1,0 +1,149 @@
+"""The Docker Registry v2 protocol on Roost's store, so one Roost can pull from or push to another.
+
+Manifests are found under any host directory of the store (the URL carries no host); pushed
+manifests are stored under the host the client addressed. Uploads go to a temporary file,
+and the blob is kept only if its sha256 matches the digest the client commits with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from roost.models.names import InvalidName, Name
+from roost.models.store import MANIFEST_MEDIA_TYPE, Store, StoreError, parse_digest, wire_digest
+
+router = APIRouter(prefix="/v2", include_in_schema=False)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"errors": [{"code": code, "message": message}]}, status_code=status)
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def _find(store: Store, ns: str, model: str, tag: str) -> Path | None:
+    for path in store.manifests.glob(f"*/{ns}/{model}/{tag}"):
+        if path.is_file():
+            return path
+    try:
+        return store.find_manifest_path(Name("registry.ollama.ai", ns, model, tag))
+    except InvalidName:
+        return None
+
+
+@router.get("/")
+async def base() -> Response:
+    return JSONResponse({}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
+
+
+@router.api_route("/{ns}/{model}/manifests/{tag}", methods=["GET", "HEAD"])
+async def get_manifest(request: Request, ns: str, model: str, tag: str) -> Response:
+    path = _find(_store(request), ns, model, tag)
+    if path is None:
+        return _error(404, "MANIFEST_UNKNOWN", f"manifest unknown: {ns}/{model}:{tag}")
+    raw = path.read_bytes()
+    headers = {"Docker-Content-Digest": f"sha256:{hashlib.sha256(raw).hexdigest()}",
+               "Content-Length": str(len(raw))}
+    body = b"" if request.method == "HEAD" else raw
+    return Response(body, media_type=MANIFEST_MEDIA_TYPE, headers=headers)
+
+
+@router.api_route("/{ns}/{model}/blobs/{digest}", methods=["GET", "HEAD"])
+async def get_blob(request: Request, ns: str, model: str, digest: str) -> Response:
+    try:
+        path = _store(request).blob_path(digest)
+    except StoreError:
+        return _error(400, "DIGEST_INVALID", "invalid digest")
+    if not path.is_file():
+        return _error(404, "BLOB_UNKNOWN", f"blob unknown: {digest}")
+    headers = {"Docker-Content-Digest": wire_digest(digest), "Accept-Ranges": "bytes"}
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(path.stat().st_size)
+        return Response(media_type="application/octet-stream", headers=headers)
+    return FileResponse(path, media_type="application/octet-stream", headers=headers)
+
+
+def _uploads(store: Store) -> Path:
+    path = store.root / "uploads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@router.post("/{ns}/{model}/blobs/uploads/")
+async def start_upload(request: Request, ns: str, model: str) -> Response:
+    upload = uuid.uuid4().hex
+    (_uploads(_store(request)) / upload).touch()
+    location = str(request.url_for("patch_upload", ns=ns, model=model, upload=upload))
+    return Response(status_code=202, headers={"Location": location, "Range": "0-0",
+                                              "Docker-Upload-UUID": upload})
+
+
+@router.patch("/{ns}/{model}/blobs/uploads/{upload}", name="patch_upload")
+async def patch_upload(request: Request, ns: str, model: str, upload: str) -> Response:
+    path = _upload_path(request, upload)
+    if path is None:
+        return _error(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown")
+    with path.open("ab") as out:
+        async for chunk in request.stream():
+            out.write(chunk)
+    size = path.stat().st_size
+    return Response(status_code=202, headers={"Location": str(request.url),
+                                              "Range": f"0-{max(size - 1, 0)}"})
+
+
+@router.put("/{ns}/{model}/blobs/uploads/{upload}")
+async def finish_upload(request: Request, ns: str, model: str, upload: str) -> Response:
+    path = _upload_path(request, upload)
+    if path is None:
+        return _error(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown")
+    digest = request.query_params.get("digest", "")
+    try:
+        parse_digest(digest)
+        with path.open("ab") as out:
+            async for chunk in request.stream():
+                out.write(chunk)
+
+        def chunks() -> object:
+            with path.open("rb") as src:
+                while block := src.read(1 << 20):
+                    yield block
+
+        _store(request).write_blob(chunks(), digest)  # type: ignore[arg-type]
+    except StoreError as exc:
+        return _error(400, "DIGEST_INVALID", str(exc))
+    finally:
+        path.unlink(missing_ok=True)
+    location = str(request.url_for("get_blob", ns=ns, model=model, digest=digest))
+    return Response(status_code=201, headers={"Location": location,
+                                              "Docker-Content-Digest": wire_digest(digest)})
+
+
+def _upload_path(request: Request, upload: str) -> Path | None:
+    if not upload.isalnum():
+        return None
+    path = _uploads(_store(request)) / upload
+    return path if path.is_file() else None
+
+
+@router.put("/{ns}/{model}/manifests/{tag}")
+async def put_manifest(request: Request, ns: str, model: str, tag: str) -> Response:
+    store = _store(request)
+    raw = await request.body()
+    try:
+        name = Name.parse(f"{request.headers.get('host', 'localhost')}/{ns}/{model}:{tag}")
+        store.put_raw(name, raw)
+    except (ValueError, KeyError, InvalidName) as exc:
+        return _error(400, "MANIFEST_INVALID", f"invalid manifest: {exc}")
+    except StoreError as exc:
+        return _error(400, "BLOB_UNKNOWN", str(exc))
+    digest = f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    return Response(status_code=201, headers={"Docker-Content-Digest": digest,
+                                              "Location": str(request.url)})
+
