@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import threading
+from pathlib import Path
 
 from tests.conftest import MODEL, Server, greedy
 from tests.scheduler.test_runner_lifecycle import runner_pids
@@ -57,7 +58,7 @@ def test_gemma_and_qwen_together(pulled: Server) -> None:
 
 def _has_blob_open(pid: int, digest_prefix: str) -> bool:
     try:
-        maps = open(f"/proc/{pid}/maps").read()
+        maps = Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return False
     return f"sha256-{digest_prefix}" in maps

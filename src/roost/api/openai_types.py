@@ -66,6 +66,7 @@ class ChatCompletionRequest(_Wire):
     response_format: ResponseFormat | None = None
     n: int | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
 
 class CompletionRequest(_Wire):

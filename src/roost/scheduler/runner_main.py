@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +97,23 @@ def _loop(conn: protocol.Connection, batcher: Batcher, model: Model, lazy: _Lazy
                 return 0  # the server went away
             out: list[dict[str, Any]] = []
             for msg in messages:
-                out.extend(_handle(msg, batcher, model, lazy))
+                out.extend(_handle_safely(msg, batcher, model, lazy))
             if out:
                 conn.send(out)
         if batcher.busy():
             events = batcher.step()
             if events:
                 conn.send(events)
+
+
+def _handle_safely(msg: dict[str, Any], batcher: Batcher, model: Model,
+                   lazy: _LazyEmbedder) -> list[dict[str, Any]]:
+    """A bug while starting one request fails that request, not every stream on the runner."""
+    try:
+        return _handle(msg, batcher, model, lazy)
+    except Exception as exc:
+        traceback.print_exc()
+        return [{"op": "error", "id": msg.get("id", -1), "message": f"runner error: {exc}"}]
 
 
 def _handle(msg: dict[str, Any], batcher: Batcher, model: Model,

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from roost import __version__, config
 from roost.models.store import Store
 from roost.scheduler.scheduler import Scheduler
-from roost.server import ollama
+from roost.server import ollama, openai, registry
 
 log = logging.getLogger("roost.server")
 
@@ -60,11 +60,15 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.url.path.startswith("/v1/"):
+            return openai.error(400, _validation_message(exc))
         return JSONResponse({"error": _validation_message(exc)}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.url.path.startswith("/v1/"):
+            return openai.error(exc.status_code, str(exc.detail), headers=exc.headers)
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=PlainTextResponse)
@@ -72,6 +76,8 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
         return "Roost is running"
 
     app.include_router(ollama.router)
+    app.include_router(openai.router)
+    app.include_router(registry.router)
     return app
 
 

@@ -52,7 +52,7 @@ def build(vocab: Any, n_vocab: int, opts: dict[str, Any], grammar: str | None) -
     presence = float(opts.get("presence_penalty", 0.0))
     if repeat != 1.0 or freq != 0.0 or presence != 0.0:
         last_n = int(opts.get("repeat_last_n", 64))
-        add(ll.llama_sampler_init_penalties(last_n if last_n >= 0 else 0, repeat, freq, presence))
+        add(ll.llama_sampler_init_penalties(n_vocab, max(last_n, 0), repeat, freq, presence))
     if temperature <= 0:
         add(ll.llama_sampler_init_greedy())
         return chain

@@ -1,0 +1,387 @@
+"""OpenAI's API dialect (`/v1/*`): chat completions, completions and the model list.
+
+Routes only translate: a request becomes a core request (server.inference), and the core
+stream becomes OpenAI's objects, or its server-sent events when `stream` is set. OpenAI's
+sampling defaults differ from Ollama's (temperature and top_p 1.0), `max_tokens` is
+`num_predict`, and Ollama option names sent as extra body fields (`num_ctx`, `top_k`, ...)
+are read as options. Errors take OpenAI's shape, `{"error": {"message", "type", ...}}`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from roost.api.openai_types import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    ContentPart,
+    ResponseFormat,
+)
+from roost.chat.parse import Parsed
+from roost.core import KNOWN_OPTIONS, Done
+from roost.models.names import InvalidName, Name
+from roost.models.resolve import ModelRef, NotFound, resolve
+from roost.models.store import Manifest
+from roost.scheduler.runner import RunnerError
+from roost.scheduler.scheduler import QueueFull, Scheduler
+from roost.server import inference
+from roost.server.inference import BadRequest
+
+log = logging.getLogger("roost.server")
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+SSE = "text/event-stream"
+FINGERPRINT = "fp_roost"
+# OpenAI's defaults where Ollama's differ; the model's own parameters still override these.
+DEFAULTS: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0}
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "JSON, or server-sent events (`data: {chunk}`) when `stream` is true",
+          "content": {SSE: {}}},
+}
+_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+
+
+def _scheduler(request: Request) -> Scheduler:
+    return request.app.state.scheduler  # type: ignore[no-any-return]
+
+
+def _resolve(request: Request, name: str) -> ModelRef:
+    try:
+        return resolve(request.app.state.store, name)
+    except InvalidName as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+async def _guarded(fn: Callable[[], Any]) -> Response:
+    """Map the errors that happen before a response starts onto statuses, in OpenAI's shape.
+
+    The openai SDK retries 5xx by itself: a full queue says when to come back, and a
+    failure a retry cannot fix (a model that does not load, a runner error) says not to.
+    """
+    try:
+        return await fn()  # type: ignore[no-any-return]
+    except BadRequest as exc:
+        return error(400, str(exc))
+    except NotFound as exc:
+        return error(404, str(exc))
+    except QueueFull as exc:
+        return error(503, str(exc), headers={"retry-after": "1"})
+    except RunnerError as exc:
+        return error(exc.status, str(exc), headers={"x-should-retry": "false"})
+
+
+# -- translating requests -------------------------------------------------------------------
+
+def _options(body: ChatCompletionRequest | CompletionRequest,
+             max_tokens: int | None) -> dict[str, Any]:
+    """Ollama options from extra body fields, then OpenAI's own fields over them."""
+    options = {k: v for k, v in (body.model_extra or {}).items() if k in KNOWN_OPTIONS}
+    named = {
+        "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed,
+        "stop": body.stop, "frequency_penalty": body.frequency_penalty,
+        "presence_penalty": body.presence_penalty, "num_predict": max_tokens,
+    }
+    options.update({k: v for k, v in named.items() if v is not None})
+    return options
+
+
+def _keep_alive(body: ChatCompletionRequest | CompletionRequest) -> Any:
+    return (body.model_extra or {}).get("keep_alive")
+
+
+def _check_n(n: int | None) -> None:
+    if n is not None and n != 1:
+        raise BadRequest(f"n={n} is not supported: Roost generates one choice per request (n=1)")
+
+
+def _format(response_format: ResponseFormat | None) -> Any:
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_schema" and response_format.json_schema is not None:
+        schema = response_format.json_schema.schema_
+        if schema:
+            return schema
+    return "json"
+
+
+def _tool_schema(tool: dict[str, Any]) -> dict[str, Any]:
+    function = tool.get("function") or {}
+    return {"type": "object",
+            "properties": {"name": {"const": function.get("name", "")},
+                           "arguments": function.get("parameters") or {"type": "object"}},
+            "required": ["name", "arguments"]}
+
+
+def _tool_choice(tools: list[dict[str, Any]] | None,
+                 choice: str | dict[str, Any] | None) -> tuple[list[dict[str, Any]] | None, Any]:
+    """Enforce tool_choice with a grammar: the tools the template sees, and the output format.
+
+    "none" hides the tools; "required" or a named function constrains the answer to a JSON
+    call of an offered tool, which the output parser turns into a tool call.
+    """
+    if not tools or choice in (None, "auto"):
+        return tools, None
+    if choice == "none":
+        return None, None
+    if choice == "required":
+        return tools, {"anyOf": [_tool_schema(t) for t in tools]}
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        chosen = [t for t in tools if (t.get("function") or {}).get("name") == name]
+        if not chosen:
+            raise BadRequest(f"tool_choice names '{name}', which is not among the tools")
+        return tools, _tool_schema(chosen[0])
+    raise BadRequest(f"invalid tool_choice {choice!r}")
+
+
+def _content(ref: ModelRef, content: str | list[ContentPart] | None) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for part in content:
+        if part.type == "text":
+            texts.append(part.text or "")
+        elif part.type in _IMAGE_PARTS:
+            raise BadRequest(f"model '{ref.name}' does not support images")
+        else:
+            raise BadRequest(f"content part type '{part.type}' is not supported")
+    return "\n".join(texts)
+
+
+def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI sends arguments as a JSON string; chat templates expect the object."""
+    function = dict(call.get("function") or {})
+    args = function.get("arguments")
+    if isinstance(args, str):
+        with contextlib.suppress(ValueError):  # not JSON: the template gets the text as is
+            function["arguments"] = json.loads(args) if args.strip() else {}
+    return {**call, "function": function}
+
+
+def _messages(ref: ModelRef, messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    out = []
+    for m in messages:
+        role = m.role.lower()
+        item: dict[str, Any] = {"role": "system" if role == "developer" else role,
+                                "content": _content(ref, m.content)}
+        if m.tool_calls:
+            item["tool_calls"] = [_tool_call(c) for c in m.tool_calls]
+        if m.tool_call_id:
+            item["tool_call_id"] = m.tool_call_id
+        if m.name:
+            item["name"] = m.name
+        out.append(item)
+    return out
+
+
+# -- answers --------------------------------------------------------------------------------
+
+def _usage(done: Done) -> dict[str, int]:
+    # prompt_tokens is the whole prompt; prompt_eval_count leaves out a reused cached prefix.
+    prompt = done.prompt_tokens or done.prompt_eval_count
+    return {"prompt_tokens": prompt, "completion_tokens": done.eval_count,
+            "total_tokens": prompt + done.eval_count}
+
+
+def _finish(done: Done) -> str:
+    return "length" if done.reason == "length" else "stop"
+
+
+class _Answer:
+    """One answer's envelope: its id, and `created` pinned when its first piece came."""
+
+    def __init__(self, model: str, chat: bool, include_usage: bool) -> None:
+        self.chat = chat
+        self.model = model
+        self.include_usage = include_usage
+        self.id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
+        self.created = int(time.time())
+
+    def _envelope(self, obj: str, **fields: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "system_fingerprint": FINGERPRINT, **fields}
+
+    def whole(self, part: Parsed, done: Done) -> dict[str, Any]:
+        finish = "tool_calls" if part.tool_calls else _finish(done)
+        if self.chat:
+            message: dict[str, Any] = {"role": "assistant", "content": part.content}
+            _add_extras(message, part)
+            choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+            return self._envelope("chat.completion", choices=[choice], usage=_usage(done))
+        choice = {"text": part.content, "index": 0, "finish_reason": finish, "logprobs": None}
+        return self._envelope("text_completion", choices=[choice], usage=_usage(done))
+
+    def chunk(self, part: Parsed | None, finish: str | None = None,
+              role: bool = False) -> dict[str, Any]:
+        text = part.content if part is not None else None
+        if self.chat:
+            delta: dict[str, Any] = {"role": "assistant"} if role else {}
+            if text or role:
+                delta["content"] = text or ""
+            if part is not None:
+                _add_extras(delta, part)
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            body = self._envelope("chat.completion.chunk", choices=[choice])
+        else:
+            choice = {"text": text or "", "index": 0, "finish_reason": finish, "logprobs": None}
+            body = self._envelope("text_completion", choices=[choice])
+        if self.include_usage:
+            body["usage"] = None  # as OpenAI does: only the last chunk carries usage
+        return body
+
+    def usage_chunk(self, done: Done) -> dict[str, Any]:
+        obj = "chat.completion.chunk" if self.chat else "text_completion"
+        return self._envelope(obj, choices=[], usage=_usage(done))
+
+
+def _add_extras(message: dict[str, Any], part: Parsed) -> None:
+    """Thinking as `reasoning` (Ollama's name), tool calls with arguments as a JSON string."""
+    if part.thinking:
+        message["reasoning"] = part.thinking
+    if part.tool_calls:
+        message["tool_calls"] = [
+            {"index": c["function"].get("index", i), "id": "call_" + secrets.token_hex(8),
+             "type": "function",
+             "function": {"name": c["function"]["name"],
+                          "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False)}}
+            for i, c in enumerate(part.tool_calls)]
+
+
+def _event(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _respond(stream: AsyncGenerator[Parsed | Done, None], model: str, chat: bool,
+                   streaming: bool, include_usage: bool) -> Response:
+    """Await the first item before answering, so a failure to start is a real HTTP error."""
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration as exc:
+        raise RunnerError("the answer ended before it began") from exc
+    answer = _Answer(model, chat, include_usage)
+    if not streaming:
+        try:
+            whole, item = Parsed(), first
+            while not isinstance(item, Done):
+                whole.content += item.content
+                whole.thinking += item.thinking
+                whole.tool_calls += item.tool_calls
+                item = await anext(stream)
+        except StopAsyncIteration as exc:
+            raise RunnerError("the answer ended early") from exc
+        finally:
+            await stream.aclose()
+        return JSONResponse(answer.whole(whole, item))
+
+    async def events() -> AsyncIterator[bytes]:
+        item: Parsed | Done = first
+        called = False
+        try:
+            if chat:
+                yield _event(answer.chunk(None, role=True))
+            while not isinstance(item, Done):
+                called = called or bool(item.tool_calls)
+                yield _event(answer.chunk(item))
+                item = await anext(stream)
+            finish = "tool_calls" if called else _finish(item)
+            yield _event(answer.chunk(None if chat else Parsed(), finish=finish))
+            if include_usage:
+                yield _event(answer.usage_chunk(item))
+            yield b"data: [DONE]\n\n"
+        except (RunnerError, StopAsyncIteration) as exc:
+            yield _event(_stream_error(str(exc) or "the answer ended early"))
+        except Exception as exc:  # the status line is sent: tell the client in the stream
+            log.exception("OpenAI stream failed")
+            yield _event(_stream_error(f"internal error: {exc}"))
+        finally:
+            await stream.aclose()
+
+    return StreamingResponse(events(), media_type=SSE,
+                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+
+def _stream_error(message: str) -> dict[str, Any]:
+    return error_body(500, message)
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+@router.post("/chat/completions", responses=_SSE_DOC)
+async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
+    async def run() -> Response:
+        _check_n(body.n)
+        ref = _resolve(request, body.model)
+        tools, forced = _tool_choice(body.tools, body.tool_choice)
+        prompt = inference.render_chat(ref, _messages(ref, body.messages), tools=tools)
+        parser = inference.output_parser(ref, prompt, tools, None)
+        max_tokens = (body.max_completion_tokens if body.max_completion_tokens is not None
+                      else body.max_tokens)
+        req = inference.build_request(ref, prompt, _options(body, max_tokens),
+                                      _keep_alive(body), forced or _format(body.response_format),
+                                      defaults=DEFAULTS)
+        stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await _respond(stream, body.model, True, body.stream, include_usage)
+
+    return await _guarded(run)
+
+
+@router.post("/completions", responses=_SSE_DOC)
+async def completions(request: Request, body: CompletionRequest) -> Response:
+    async def run() -> Response:
+        _check_n(body.n)
+        prompt = body.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise BadRequest("prompt: only a single string prompt is supported")
+            prompt = prompt[0]
+        ref = _resolve(request, body.model)
+        req = inference.build_request(ref, prompt, _options(body, body.max_tokens),
+                                      _keep_alive(body), None, defaults=DEFAULTS)
+        parser = inference.output_parser(ref, prompt, None, False)
+        stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await _respond(stream, body.model, False, body.stream, include_usage)
+
+    return await _guarded(run)
+
+
+def _model_object(name: Name, manifest: Manifest) -> dict[str, Any]:
+    return {"id": str(name), "object": "model", "created": int(manifest.modified_at.timestamp()),
+            "owned_by": name.namespace}
+
+
+@router.get("/models")
+async def list_models(request: Request) -> Response:
+    store = request.app.state.store
+    return JSONResponse({"object": "list",
+                         "data": [_model_object(name, manifest)
+                                  for name, manifest in store.entries()]})
+
+
+@router.get("/models/{model:path}")
+async def retrieve_model(request: Request, model: str) -> Response:
+    try:
+        ref = resolve(request.app.state.store, model)
+    except (InvalidName, NotFound):
+        return error(404, f"model '{model}' not found")
+    return JSONResponse(_model_object(ref.name, ref.manifest))
