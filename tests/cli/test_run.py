@@ -127,3 +127,17 @@ def test_cli_refuses_a_server_that_is_not_roost(tmp_path: Path) -> None:
         assert r.returncode == 1 and "ROOST_HOST" in r.stderr and "not Roost" in r.stderr
     finally:
         srv.shutdown()
+
+
+def test_run_pulls_a_missing_model_first(tmp_path: Path) -> None:
+    from tests.conftest import start_server, stop_server
+
+    srv = start_server(tmp_path / "home")
+    try:
+        r = roost(srv, "run", "gemma3:270m", "The capital of France is")
+        assert r.returncode == 0, r.stderr
+        assert "pulling manifest" in r.stderr and "success" in r.stderr  # progress on stderr
+        assert r.stdout.strip()
+        assert "gemma3:270m" in roost(srv, "list").stdout
+    finally:
+        stop_server(srv)

@@ -354,3 +354,16 @@ def test_tool_choice_is_enforced(client: openai.OpenAI) -> None:
         client.chat.completions.create(
             model=MODEL, tools=[WEATHER], messages=ask,
             tool_choice={"type": "function", "function": {"name": "nope"}})
+
+
+def test_embeddings_base64_by_default_and_float(client: openai.OpenAI) -> None:
+    default = client.embeddings.create(model=MODEL, input=["hello", "world"])  # SDK asks base64
+    assert [d.index for d in default.data] == [0, 1]
+    assert len(default.data[0].embedding) == 896
+    assert abs(sum(x * x for x in default.data[0].embedding) - 1.0) < 1e-3
+    floats = client.embeddings.create(model=MODEL, input="hello", encoding_format="float",
+                                      dimensions=32)
+    assert len(floats.data[0].embedding) == 32
+    assert default.usage.prompt_tokens > 0
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model=MODEL, input=[[1, 2, 3]])

@@ -83,3 +83,89 @@ class CompletionRequest(_Wire):
     presence_penalty: float | None = None
     suffix: str | None = None
     n: int | None = None
+
+
+class EmbeddingRequest(_Wire):
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, gt=0)
+    user: str | None = None
+
+
+# -- responses (documented in /openapi.json; the server writes the same shapes as dicts) ----
+
+class Usage(_Wire):
+    prompt_tokens: int
+    completion_tokens: int = 0
+    total_tokens: int
+
+
+class ChatChoice(_Wire):
+    index: int
+    message: dict[str, Any] = Field(description="{role, content, reasoning?, tool_calls?}")
+    finish_reason: str
+    logprobs: None = None
+
+
+class ChatCompletion(_Wire):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class TextChoice(_Wire):
+    text: str
+    index: int
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class Completion(_Wire):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[TextChoice]
+    usage: Usage | None = None
+
+
+class ModelObject(_Wire):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(_Wire):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+class Embedding(_Wire):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="floats, or base64 little-endian float32")
+
+
+class EmbeddingList(_Wire):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class ErrorDetail(_Wire):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(_Wire):
+    error: ErrorDetail

@@ -16,6 +16,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from roost import __version__
+from roost.api.responses import (
+    ChatResponse,
+    EmbeddingsResponse,
+    EmbedResponse,
+    GenerateResponse,
+    ListResponse,
+    ProcessResponse,
+    ProgressResponse,
+    ShowResponse,
+    VersionResponse,
+    doc,
+)
 from roost.api.types import (
     ChatRequest,
     CopyRequest,
@@ -147,7 +159,7 @@ async def _load_response(request: Request, ref: ModelRef, keep_alive: Any,
                          "done": True, "done_reason": reason})
 
 
-@router.post("/generate")
+@router.post("/generate", responses=doc(GenerateResponse, streams=True))
 async def generate(request: Request, body: GenerateRequest) -> Response:
     async def run() -> Response:
         ref = _resolve(request, body.model)
@@ -174,7 +186,7 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
     return await _guarded(run)
 
 
-@router.post("/chat")
+@router.post("/chat", responses=doc(ChatResponse, streams=True))
 async def chat(request: Request, body: ChatRequest) -> Response:
     async def run() -> Response:
         ref = _resolve(request, body.model)
@@ -194,7 +206,7 @@ async def chat(request: Request, body: ChatRequest) -> Response:
     return await _guarded(run)
 
 
-@router.post("/embed")
+@router.post("/embed", responses=doc(EmbedResponse))
 async def embed(request: Request, body: EmbedRequest) -> Response:
     async def run() -> Response:
         ref = _resolve(request, body.model)
@@ -211,7 +223,7 @@ async def embed(request: Request, body: EmbedRequest) -> Response:
     return await _guarded(run)
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", responses=doc(EmbeddingsResponse))
 async def embeddings(request: Request, body: EmbeddingsRequest) -> Response:
     async def run() -> Response:
         ref = _resolve(request, body.model)
@@ -242,7 +254,7 @@ def _model_entry(ref_name: Name, ref: ModelRef) -> dict[str, Any]:
     }
 
 
-@router.api_route("/tags", methods=["GET", "HEAD"])
+@router.api_route("/tags", methods=["GET", "HEAD"], responses=doc(ListResponse))
 async def tags(request: Request) -> Response:
     store = request.app.state.store
     models = [_model_entry(name, ModelRef(name, manifest, store))
@@ -250,7 +262,7 @@ async def tags(request: Request) -> Response:
     return JSONResponse({"models": models})
 
 
-@router.post("/show")
+@router.post("/show", responses=doc(ShowResponse))
 async def show(request: Request, body: ModelRequest) -> Response:
     async def run() -> Response:
         ref = _resolve(request, body.target)
@@ -290,7 +302,7 @@ def _modelfile(ref: ModelRef) -> str:
     return "\n".join(lines) + "\n"
 
 
-@router.get("/ps")
+@router.get("/ps", responses=doc(ProcessResponse))
 async def ps(request: Request) -> Response:
     models = []
     for loaded in _scheduler(request).loaded.values():
@@ -307,7 +319,7 @@ async def ps(request: Request) -> Response:
     return JSONResponse({"models": models})
 
 
-@router.api_route("/version", methods=["GET", "HEAD"])
+@router.api_route("/version", methods=["GET", "HEAD"], responses=doc(VersionResponse))
 async def version() -> Response:
     # `server` tells Roost's CLI apart from an Ollama server on the same port.
     return JSONResponse({"version": __version__, "server": "roost"})
@@ -324,7 +336,7 @@ async def delete(request: Request, body: ModelRequest) -> Response:
     return await _guarded(run)
 
 
-@router.post("/pull")
+@router.post("/pull", responses=doc(ProgressResponse, streams=True))
 async def pull_model(request: Request, body: ModelRequest) -> Response:
     try:
         name = Name.parse(body.target)
@@ -340,7 +352,7 @@ async def pull_model(request: Request, body: ModelRequest) -> Response:
         request, lambda report: transfer.pull(store, name, body.insecure, report), body.stream)
 
 
-@router.post("/push")
+@router.post("/push", responses=doc(ProgressResponse, streams=True))
 async def push_model(request: Request, body: ModelRequest) -> Response:
     try:
         name = Name.parse(body.target)
@@ -396,7 +408,7 @@ async def _progress_response(request: Request, work: Callable[[Callable[[dict[st
     return StreamingResponse(lines(), media_type=NDJSON)
 
 
-@router.post("/create")
+@router.post("/create", responses=doc(ProgressResponse, streams=True))
 async def create_model(request: Request, body: CreateRequest) -> Response:
     if body.adapters or body.quantize:
         return error(400, "adapters and quantize are not supported yet")

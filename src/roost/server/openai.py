@@ -9,10 +9,12 @@ are read as options. Errors take OpenAI's shape, `{"error": {"message", "type", 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
 import secrets
+import struct
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
@@ -21,10 +23,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from roost.api.openai_types import (
+    ChatCompletion,
     ChatCompletionRequest,
     ChatMessage,
+    Completion,
     CompletionRequest,
     ContentPart,
+    EmbeddingList,
+    EmbeddingRequest,
+    ModelList,
+    ModelObject,
+    OpenAIError,
     ResponseFormat,
 )
 from roost.chat.parse import Parsed
@@ -44,10 +53,18 @@ SSE = "text/event-stream"
 FINGERPRINT = "fp_roost"
 # OpenAI's defaults where Ollama's differ; the model's own parameters still override these.
 DEFAULTS: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0}
-_SSE_DOC: dict[int | str, dict[str, Any]] = {
-    200: {"description": "JSON, or server-sent events (`data: {chunk}`) when `stream` is true",
-          "content": {SSE: {}}},
-}
+
+
+def _doc(model: type[Any], streams: bool = False) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: its 200 model (or server-sent events) and error bodies."""
+    ok: dict[str, Any] = {"model": model}
+    if streams:
+        ok["description"] = "JSON, or server-sent events (`data: {chunk}`) when `stream` is true"
+        ok["content"] = {SSE: {}}
+    return {200: ok, 400: {"model": OpenAIError}, 404: {"model": OpenAIError},
+            503: {"model": OpenAIError}}
+
+
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 
 
@@ -325,7 +342,7 @@ def _stream_error(message: str) -> dict[str, Any]:
 
 # -- routes ---------------------------------------------------------------------------------
 
-@router.post("/chat/completions", responses=_SSE_DOC)
+@router.post("/chat/completions", responses=_doc(ChatCompletion, streams=True))
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     async def run() -> Response:
         _check_n(body.n)
@@ -345,7 +362,7 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
     return await _guarded(run)
 
 
-@router.post("/completions", responses=_SSE_DOC)
+@router.post("/completions", responses=_doc(Completion, streams=True))
 async def completions(request: Request, body: CompletionRequest) -> Response:
     async def run() -> Response:
         _check_n(body.n)
@@ -365,12 +382,38 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
     return await _guarded(run)
 
 
+@router.post("/embeddings", responses=_doc(EmbeddingList))
+async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
+    """Float lists or, as the openai SDK asks by default, base64 little-endian float32."""
+    async def run() -> Response:
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise BadRequest("input must be a non-empty string or list of strings")
+        ref = _resolve(request, body.model)
+        extra = body.model_extra or {}
+        options = {k: v for k, v in extra.items() if k in KNOWN_OPTIONS}
+        vectors, count, _ = await inference.embed(
+            _scheduler(request), ref, [str(t) for t in texts], bool(extra.get("truncate", True)),
+            body.dimensions, options, extra.get("keep_alive"))
+        data = [{"object": "embedding", "index": i,
+                 "embedding": _b64(v) if body.encoding_format == "base64" else v}
+                for i, v in enumerate(vectors)]
+        return JSONResponse({"object": "list", "data": data, "model": body.model,
+                             "usage": {"prompt_tokens": count, "total_tokens": count}})
+
+    return await _guarded(run)
+
+
+def _b64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
 def _model_object(name: Name, manifest: Manifest) -> dict[str, Any]:
     return {"id": str(name), "object": "model", "created": int(manifest.modified_at.timestamp()),
             "owned_by": name.namespace}
 
 
-@router.get("/models")
+@router.get("/models", responses=_doc(ModelList))
 async def list_models(request: Request) -> Response:
     store = request.app.state.store
     return JSONResponse({"object": "list",
@@ -378,7 +421,7 @@ async def list_models(request: Request) -> Response:
                                   for name, manifest in store.entries()]})
 
 
-@router.get("/models/{model:path}")
+@router.get("/models/{model:path}", responses=_doc(ModelObject))
 async def retrieve_model(request: Request, model: str) -> Response:
     try:
         ref = resolve(request.app.state.store, model)
