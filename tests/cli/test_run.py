@@ -134,10 +134,10 @@ def test_run_pulls_a_missing_model_first(tmp_path: Path) -> None:
 
     srv = start_server(tmp_path / "home")
     try:
-        r = roost(srv, "run", "gemma3:270m", "The capital of France is")
+        r = roost(srv, "run", MODEL, "Say hi.")
         assert r.returncode == 0, r.stderr
         assert "pulling manifest" in r.stderr and "success" in r.stderr  # progress on stderr
         assert r.stdout.strip()
-        assert "gemma3:270m" in roost(srv, "list").stdout
+        assert MODEL in roost(srv, "list").stdout
     finally:
         stop_server(srv)

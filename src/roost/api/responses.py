@@ -1,0 +1,134 @@
+"""Response shapes of both dialects, for the OpenAPI document and for typed clients.
+
+The server builds its answers as plain dicts (a per-token model would cost on every
+piece); these models describe exactly those dicts, so /openapi.json tells a client
+generator or a fuzzer what each route returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+
+class ErrorResponse(_Out):
+    error: str
+
+
+class Details(_Out):
+    parent_model: str = ""
+    format: str = "gguf"
+    family: str = ""
+    families: list[str] = Field(default_factory=list)
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+class _Timings(_Out):
+    model: str
+    created_at: str = Field(description="RFC 3339")
+    done: bool
+    done_reason: str | None = Field(None, description="stop, length, load or unload")
+    total_duration: int | None = Field(None, description="nanoseconds")
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+class GenerateResponse(_Timings):
+    response: str = ""
+    thinking: str | None = None
+
+
+class ToolCallOut(_Out):
+    function: dict[str, Any] = Field(description="{index, name, arguments: object}")
+
+
+class MessageOut(_Out):
+    role: str = "assistant"
+    content: str = ""
+    thinking: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
+
+
+class ChatResponse(_Timings):
+    message: MessageOut
+
+
+class ModelEntry(_Out):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: Details
+
+
+class ListResponse(_Out):
+    models: list[ModelEntry]
+
+
+class RunningModel(ModelEntry):
+    expires_at: str
+    size_vram: int
+    context_length: int
+
+
+class ProcessResponse(_Out):
+    models: list[RunningModel]
+
+
+class ShowResponse(_Out):
+    license: str = ""
+    modelfile: str = ""
+    parameters: str = ""
+    template: str = ""
+    system: str = ""
+    details: Details
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    model_info: dict[str, Any] | None
+    capabilities: list[str]
+    modified_at: str
+
+
+class EmbedResponse(_Out):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
+class EmbeddingsResponse(_Out):
+    embedding: list[float]
+
+
+class ProgressResponse(_Out):
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+class VersionResponse(_Out):
+    version: str
+    server: str = Field("roost", description="tells Roost apart from an Ollama server")
+
+
+NDJSON = "application/x-ndjson"
+
+
+def doc(model: type[BaseModel], streams: bool = False) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: its 200 model (streamed as NDJSON too) and error bodies."""
+    ok: dict[str, Any] = {"model": model}
+    if streams:
+        ok["content"] = {NDJSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+        ok["description"] = "JSON, or NDJSON (one object per line) when `stream` is true"
+    return {200: ok, 400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}}
