@@ -159,3 +159,20 @@ def test_dns_rebinding_guard(pulled: Server) -> None:
         assert c.get("/api/version", headers={"Host": "evil.example"}).status_code == 403
         assert c.get("/api/version", headers={"Host": "localhost:11434"}).status_code == 200
         assert c.get("/", headers={"Host": "127.0.0.1"}).status_code == 200
+
+
+def test_format_schema_is_enforced_and_unsupported_schema_is_400(pulled: Server) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"},
+                                               "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+    with pulled.client() as c:
+        ok = c.post("/api/chat", json={
+            "model": MODEL, "stream": False, "format": schema, "options": greedy(60),
+            "messages": [{"role": "user", "content": "Invent a person."}]}).json()
+        data = json.loads(ok["message"]["content"])
+        assert isinstance(data["name"], str) and isinstance(data["age"], int)
+        bad = c.post("/api/generate", json={
+            "model": MODEL, "prompt": "x", "stream": False,
+            "format": {"type": "object", "properties": {"a": {"type": "blob"}}}})
+    assert bad.status_code == 400
+    assert "unsupported JSON schema" in bad.json()["error"] and "blob" in bad.json()["error"]

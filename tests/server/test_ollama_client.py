@@ -57,3 +57,29 @@ def test_async_client(pulled: Server) -> None:
     import asyncio
 
     assert asyncio.run(_achat(pulled.url)).strip()
+
+
+async def _async_tour(host: str) -> None:
+    c = ollama.AsyncClient(host=host)
+    assert MODEL in [m.model for m in (await c.list()).models]
+    assert (await c.show(MODEL)).modelinfo
+    r = await c.generate(model=MODEL, prompt="Say OK.", options=greedy(6))
+    assert r.response
+    parts = [p async for p in await c.generate(model=MODEL, prompt="Say OK.", options=greedy(6),
+                                               stream=True)]
+    assert "".join(p.response for p in parts) == r.response
+    chat = await c.chat(model=MODEL, messages=[{"role": "user", "content": "Hi"}], options=greedy(6))
+    assert chat.message.role == "assistant"
+    emb = await c.embed(model=MODEL, input="hello")
+    assert len(emb.embeddings[0]) == 896
+    assert (await c.ps()).models
+    await c.copy(MODEL, "async-copy:1")
+    await c.delete("async-copy:1")
+    pulls = [p async for p in await c.pull(MODEL, stream=True)]
+    assert pulls[-1].status == "success"
+
+
+def test_async_client_methods(pulled: Server) -> None:
+    import asyncio
+
+    asyncio.run(_async_tour(pulled.url))
