@@ -64,6 +64,15 @@ class CoreRequest:
     num_ctx: int | None = None
     format: Any = None  # "json" or a JSON schema; the runner turns it into a grammar
     keep_alive: float | None = None  # seconds; None: the server default; < 0: forever
+    logprobs: int | None = None  # None: none; N >= 0: each token's, and N alternatives
+
+
+@dataclass
+class Piece:
+    """Generated text, with the log-probabilities of its tokens when they were asked for."""
+
+    text: str
+    logprobs: list[dict[str, Any]] | None = None
 
 
 @dataclass

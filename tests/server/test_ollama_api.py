@@ -176,3 +176,25 @@ def test_format_schema_is_enforced_and_unsupported_schema_is_400(pulled: Server)
             "format": {"type": "object", "properties": {"a": {"type": "blob"}}}})
     assert bad.status_code == 400
     assert "unsupported JSON schema" in bad.json()["error"] and "blob" in bad.json()["error"]
+
+
+def test_logprobs(pulled: Server) -> None:
+    with pulled.client() as c:
+        r = c.post("/api/generate", json={"model": MODEL, "prompt": "Say yes.", "stream": False,
+                                          "logprobs": True, "top_logprobs": 3,
+                                          "options": greedy(5)}).json()
+        lines = stream_lines(c, "/api/chat", {
+            "model": MODEL, "messages": [{"role": "user", "content": "Say yes."}],
+            "logprobs": True, "options": greedy(5)})
+        bad = c.post("/api/generate", json={"model": MODEL, "prompt": "x", "top_logprobs": 50})
+    entries = r["logprobs"]
+    assert len(entries) == r["eval_count"]
+    assert "".join(e["token"] for e in entries) == r["response"]
+    for e in entries:
+        assert e["logprob"] <= 0 and len(e["top_logprobs"]) == 3
+        # greedy decoding picks the most likely token
+        assert e["top_logprobs"][0]["token"] == e["token"]
+        assert abs(e["top_logprobs"][0]["logprob"] - e["logprob"]) < 1e-6
+    streamed = [e for x in lines for e in x.get("logprobs", [])]
+    assert streamed and all("top_logprobs" not in e for e in streamed)
+    assert bad.status_code == 400

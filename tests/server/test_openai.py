@@ -367,3 +367,17 @@ def test_embeddings_base64_by_default_and_float(client: openai.OpenAI) -> None:
     assert default.usage.prompt_tokens > 0
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model=MODEL, input=[[1, 2, 3]])
+
+
+def test_logprobs_chat_and_completions(client: openai.OpenAI) -> None:
+    chat = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say yes."}], max_tokens=4,
+        temperature=0, seed=42, logprobs=True, top_logprobs=2)
+    content = chat.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
+    assert "".join(t.token for t in content) == chat.choices[0].message.content
+    text = client.completions.create(model=MODEL, prompt="1, 2, 3,", max_tokens=4,
+                                     temperature=0, seed=42, logprobs=2)
+    lp = text.choices[0].logprobs
+    assert lp is not None and lp.tokens and len(lp.token_logprobs or []) == len(lp.tokens)
+    assert lp.text_offset is not None and lp.text_offset[0] == 0

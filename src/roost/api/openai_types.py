@@ -67,6 +67,8 @@ class ChatCompletionRequest(_Wire):
     n: int | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 class CompletionRequest(_Wire):
@@ -83,6 +85,7 @@ class CompletionRequest(_Wire):
     presence_penalty: float | None = None
     suffix: str | None = None
     n: int | None = None
+    logprobs: int | None = Field(default=None, description="alternatives per token (0-20)")
 
 
 class EmbeddingRequest(_Wire):
@@ -105,7 +108,7 @@ class ChatChoice(_Wire):
     index: int
     message: dict[str, Any] = Field(description="{role, content, reasoning?, tool_calls?}")
     finish_reason: str
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletion(_Wire):
@@ -122,7 +125,7 @@ class TextChoice(_Wire):
     text: str
     index: int
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class Completion(_Wire):

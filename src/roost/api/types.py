@@ -34,6 +34,8 @@ class GenerateRequest(_Wire):
     images: list[str] | None = None
     options: dict[str, Any] | None = None
     think: Think | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 class ToolCallFunction(_Wire):
@@ -63,6 +65,8 @@ class ChatRequest(_Wire):
     stream: bool = True
     keep_alive: KeepAlive | None = None
     think: Think | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 class EmbedRequest(_Wire):

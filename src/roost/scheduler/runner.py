@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from roost.core import CoreRequest, Done
+from roost.core import CoreRequest, Done, Piece
 from roost.scheduler import protocol
 
 
@@ -92,7 +92,7 @@ class Runner:
     def pid(self) -> int:
         return self.proc.pid
 
-    async def complete(self, req: CoreRequest) -> AsyncIterator[str | Done]:
+    async def complete(self, req: CoreRequest) -> AsyncIterator[Piece | Done]:
         """Yield text pieces, then one Done; cancel the sequence if the caller stops early."""
         rid = next(self._ids)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -102,12 +102,13 @@ class Runner:
             self._send({
                 "op": "complete", "id": rid, "prompt": req.prompt,
                 "options": req.sampling.to_json(), "format": req.format, "num_ctx": req.num_ctx,
+                "logprobs": req.logprobs,
             })
             while True:
                 msg = await queue.get()
                 op = msg["op"]
                 if op == "piece":
-                    yield msg["text"]
+                    yield Piece(msg["text"], msg.get("logprobs"))
                 elif op == "done":
                     finished = True
                     yield Done(

@@ -122,7 +122,7 @@ def _handle(msg: dict[str, Any], batcher: Batcher, model: Model,
     if op == "complete":
         return batcher.submit(
             msg["id"], msg["prompt"], msg.get("options") or {}, msg.get("format"),
-            msg.get("num_ctx"),
+            msg.get("num_ctx"), msg.get("logprobs"),
         )
     if op == "cancel":
         batcher.cancel(msg["id"])

@@ -20,6 +20,7 @@ from roost.core import (
     CoreRequest,
     Done,
     OptionError,
+    Piece,
     Sampling,
     check_options,
 )
@@ -50,7 +51,8 @@ def keep_alive_seconds(value: Any) -> float | None:
 
 
 def build_request(ref: ModelRef, prompt: str, options: dict[str, Any] | None,
-                  keep_alive: Any, fmt: Any, defaults: dict[str, Any] | None = None) -> CoreRequest:
+                  keep_alive: Any, fmt: Any, defaults: dict[str, Any] | None = None,
+                  logprobs: bool | None = None, top_logprobs: int | None = None) -> CoreRequest:
     """Layer the options: dialect defaults, then the model's parameters, then the request's."""
     options = options or {}
     try:
@@ -68,7 +70,16 @@ def build_request(ref: ModelRef, prompt: str, options: dict[str, Any] | None,
         num_ctx=int(num_ctx) if num_ctx else None,
         format=_format(fmt),
         keep_alive=keep_alive_seconds(keep_alive),
+        logprobs=_logprobs(logprobs, top_logprobs),
     )
+
+
+def _logprobs(wanted: bool | None, top: int | None) -> int | None:
+    if not wanted and not top:
+        return None
+    if top is not None and not 0 <= top <= 20:
+        raise BadRequest("top_logprobs must be between 0 and 20")
+    return top or 0
 
 
 def _format(fmt: Any) -> Any:
@@ -96,7 +107,7 @@ def render_chat(ref: ModelRef, messages: list[dict[str, Any]],
 
 
 async def generate(scheduler: Scheduler, ref: ModelRef,
-                   req: CoreRequest) -> AsyncGenerator[str | Done, None]:
+                   req: CoreRequest) -> AsyncGenerator[Piece | Done, None]:
     """Hold the model for the whole stream; the load time is reported on the Done."""
     started = time.perf_counter()
     async with scheduler.use(ref, req.num_ctx, req.keep_alive) as loaded:
@@ -141,7 +152,7 @@ def output_parser(ref: ModelRef, prompt: str, tools: list[dict[str, Any]] | None
                         starts_thinking=thinking and prompt.rstrip().endswith("<think>"))
 
 
-async def parsed(stream: AsyncGenerator[str | Done, None],
+async def parsed(stream: AsyncGenerator[Piece | Done, None],
                  parser: OutputParser) -> AsyncGenerator[Parsed | Done, None]:
     """The model's text as content, thinking and whole tool calls; Done last."""
     try:
@@ -152,7 +163,8 @@ async def parsed(stream: AsyncGenerator[str | Done, None],
                     yield tail
                 yield item
                 return
-            part = parser.feed(item)
+            part = parser.feed(item.text)
+            part.logprobs = item.logprobs or []
             if part:
                 yield part
     finally:

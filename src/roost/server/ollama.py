@@ -112,6 +112,7 @@ async def _respond(
             whole.content += item.content
             whole.thinking += item.thinking
             whole.tool_calls += item.tool_calls
+            whole.logprobs += item.logprobs
             item = await anext(stream)
         return JSONResponse(_final(model, item, started, shape(whole)))
 
@@ -134,7 +135,12 @@ async def _respond(
 
 
 def _generate_shape(p: Parsed) -> dict[str, Any]:
-    return {"response": p.content, **({"thinking": p.thinking} if p.thinking else {})}
+    out: dict[str, Any] = {"response": p.content}
+    if p.thinking:
+        out["thinking"] = p.thinking
+    if p.logprobs:
+        out["logprobs"] = p.logprobs
+    return out
 
 
 def _chat_shape(p: Parsed) -> dict[str, Any]:
@@ -143,7 +149,7 @@ def _chat_shape(p: Parsed) -> dict[str, Any]:
         message["thinking"] = p.thinking
     if p.tool_calls:
         message["tool_calls"] = p.tool_calls
-    return {"message": message}
+    return {"message": message, **({"logprobs": p.logprobs} if p.logprobs else {})}
 
 
 def _line(obj: dict[str, Any]) -> bytes:
@@ -179,7 +185,8 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
             prompt = inference.render_chat(ref, messages, template=body.template,
                                            think=body.think)
         parser = inference.output_parser(ref, prompt, None, body.think)
-        req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format)
+        req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format,
+                                      logprobs=body.logprobs, top_logprobs=body.top_logprobs)
         stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
         return await _respond(stream, body.model, body.stream, _generate_shape)
 
@@ -199,7 +206,8 @@ async def chat(request: Request, body: ChatRequest) -> Response:
         messages = [_message_dict(m.model_dump(exclude_none=True)) for m in body.messages]
         prompt = inference.render_chat(ref, messages, tools=body.tools, think=body.think)
         parser = inference.output_parser(ref, prompt, body.tools, body.think)
-        req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format)
+        req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format,
+                                      logprobs=body.logprobs, top_logprobs=body.top_logprobs)
         stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
         return await _respond(stream, body.model, body.stream, _chat_shape)
 

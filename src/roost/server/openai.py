@@ -231,6 +231,7 @@ class _Answer:
         self.model = model
         self.include_usage = include_usage
         self.id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
+        self.text_offset = 0
         self.created = int(time.time())
 
     def _envelope(self, obj: str, **fields: Any) -> dict[str, Any]:
@@ -242,10 +243,29 @@ class _Answer:
         if self.chat:
             message: dict[str, Any] = {"role": "assistant", "content": part.content}
             _add_extras(message, part)
-            choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+            choice = {"index": 0, "message": message, "finish_reason": finish,
+                      "logprobs": self._logprobs(part)}
             return self._envelope("chat.completion", choices=[choice], usage=_usage(done))
-        choice = {"text": part.content, "index": 0, "finish_reason": finish, "logprobs": None}
+        choice = {"text": part.content, "index": 0, "finish_reason": finish,
+                  "logprobs": self._logprobs(part)}
         return self._envelope("text_completion", choices=[choice], usage=_usage(done))
+
+    def _logprobs(self, part: Parsed | None) -> dict[str, Any] | None:
+        """Chat: {content: [entries]}; completions: the legacy parallel lists."""
+        if part is None or not part.logprobs:
+            return None
+        if self.chat:
+            return {"content": part.logprobs}
+        offsets, at = [], self.text_offset
+        for e in part.logprobs:
+            offsets.append(at)
+            at += len(e["token"])
+        self.text_offset = at
+        return {"tokens": [e["token"] for e in part.logprobs],
+                "token_logprobs": [e["logprob"] for e in part.logprobs],
+                "top_logprobs": [{t["token"]: t["logprob"] for t in e.get("top_logprobs", [])}
+                                 for e in part.logprobs],
+                "text_offset": offsets}
 
     def chunk(self, part: Parsed | None, finish: str | None = None,
               role: bool = False) -> dict[str, Any]:
@@ -256,10 +276,12 @@ class _Answer:
                 delta["content"] = text or ""
             if part is not None:
                 _add_extras(delta, part)
-            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            choice = {"index": 0, "delta": delta, "finish_reason": finish,
+                      "logprobs": self._logprobs(part)}
             body = self._envelope("chat.completion.chunk", choices=[choice])
         else:
-            choice = {"text": text or "", "index": 0, "finish_reason": finish, "logprobs": None}
+            choice = {"text": text or "", "index": 0, "finish_reason": finish,
+                      "logprobs": self._logprobs(part)}
             body = self._envelope("text_completion", choices=[choice])
         if self.include_usage:
             body["usage"] = None  # as OpenAI does: only the last chunk carries usage
@@ -302,6 +324,7 @@ async def _respond(stream: AsyncGenerator[Parsed | Done, None], model: str, chat
                 whole.content += item.content
                 whole.thinking += item.thinking
                 whole.tool_calls += item.tool_calls
+                whole.logprobs += item.logprobs
                 item = await anext(stream)
         except StopAsyncIteration as exc:
             raise RunnerError("the answer ended early") from exc
@@ -354,7 +377,8 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
                       else body.max_tokens)
         req = inference.build_request(ref, prompt, _options(body, max_tokens),
                                       _keep_alive(body), forced or _format(body.response_format),
-                                      defaults=DEFAULTS)
+                                      defaults=DEFAULTS, logprobs=body.logprobs,
+                                      top_logprobs=body.top_logprobs)
         stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _respond(stream, body.model, True, body.stream, include_usage)
@@ -373,7 +397,9 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
             prompt = prompt[0]
         ref = _resolve(request, body.model)
         req = inference.build_request(ref, prompt, _options(body, body.max_tokens),
-                                      _keep_alive(body), None, defaults=DEFAULTS)
+                                      _keep_alive(body), None, defaults=DEFAULTS,
+                                      logprobs=body.logprobs is not None,
+                                      top_logprobs=body.logprobs)
         parser = inference.output_parser(ref, prompt, None, False)
         stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

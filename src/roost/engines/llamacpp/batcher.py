@@ -17,7 +17,7 @@ from typing import Any
 
 import llama_cpp.llama_cpp as ll
 
-from roost.engines.llamacpp import sampler
+from roost.engines.llamacpp import logprobs, sampler
 from roost.engines.llamacpp.model import Model
 
 # Prompt tokens per step while other sequences are generating (engine.md §1: smaller chunks
@@ -33,6 +33,7 @@ class Sequence:
     prompt: list[int]
     opts: dict[str, Any]
     num_ctx: int
+    logprobs: int | None = None  # None: not asked; N: also the N most likely alternatives
     chain: Any = None
     slot: int = -1
     pending: list[int] = field(default_factory=list)
@@ -69,7 +70,7 @@ class Batcher:
     # -- requests ------------------------------------------------------------------------
 
     def submit(self, seq_id: int, prompt: str, opts: dict[str, Any], fmt: Any,
-               num_ctx: int | None) -> list[Event]:
+               num_ctx: int | None, logprobs: int | None = None) -> list[Event]:
         tokens = self.model.tokenize(prompt)
         limit = min(num_ctx or self.model.n_ctx_seq, self.model.n_ctx_seq)
         if not tokens:
@@ -77,7 +78,7 @@ class Batcher:
         if len(tokens) >= limit:
             return [_error(seq_id, f"the prompt is {len(tokens)} tokens, longer than the "
                                    f"context of {limit} (set num_ctx higher)", 400)]
-        seq = Sequence(seq_id, tokens, opts, limit, t_start=time.perf_counter())
+        seq = Sequence(seq_id, tokens, opts, limit, logprobs, t_start=time.perf_counter())
         try:
             grammar = sampler.grammar_for(fmt)
             seq.chain = sampler.build(self.model.vocab, self.model.n_vocab, opts, grammar)
@@ -181,7 +182,8 @@ class Batcher:
         b.logits[i] = logits
 
     def _sample(self, seq: Sequence) -> list[Event]:
-        token = sampler.sample(seq.chain, self.model.ctx, seq.batch_index)
+        index = seq.batch_index
+        token = sampler.sample(seq.chain, self.model.ctx, index)
         seq.batch_index = -1
         now = time.perf_counter()
         if seq.generated == 0:
@@ -192,6 +194,11 @@ class Batcher:
         seq.next_token = token
         text = seq.hold + seq.decoder.decode(self.model.piece(token))
         events, stopped = _split_stop(seq, text)
+        if seq.logprobs is not None:
+            lp = logprobs.entry(self.model, index, token, seq.logprobs)
+            if not events:
+                events.append({"op": "piece", "id": seq.id, "text": ""})
+            events[0]["logprobs"] = [lp]
         if stopped:
             seq.decoder.reset()
             return events + self._finish(seq, "stop")
