@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from roost.textscan import partial_suffix
+
 THINK = ("<think>", "</think>")
 TOOL = ("<tool_call>", "</tool_call>")
 
@@ -91,7 +93,7 @@ class OutputParser:
             self.buffer = self.buffer[i + len(tag[0]):]
             self.inside = tag
             return True
-        keep = _partial_tail(self.buffer, [open_ for open_, _ in self.tags])
+        keep = partial_suffix(self.buffer, [open_ for open_, _ in self.tags])
         out.content += self.buffer[: len(self.buffer) - keep]
         self.started = self.started or bool(out.content.strip())
         self.buffer = self.buffer[len(self.buffer) - keep:]
@@ -103,7 +105,7 @@ class OutputParser:
         i = self.buffer.find(close)
         if i < 0:
             if self.inside == THINK:  # thinking streams as it comes
-                keep = _partial_tail(self.buffer, [close])
+                keep = partial_suffix(self.buffer, [close])
                 out.thinking += self.buffer[: len(self.buffer) - keep]
                 self.buffer = self.buffer[len(self.buffer) - keep:]
             return False
@@ -161,13 +163,3 @@ def parse_bare_calls(text: str, names: frozenset[str]) -> list[dict[str, Any]]:
         calls.append(call)
     return calls
 
-
-def _partial_tail(text: str, markers: list[str]) -> int:
-    """Length of the longest suffix of text that is a proper prefix of a marker."""
-    best = 0
-    for marker in markers:
-        for k in range(min(len(marker) - 1, len(text)), 0, -1):
-            if text.endswith(marker[:k]):
-                best = max(best, k)
-                break
-    return best

@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import Request
+
 from roost.chat import template as templates
 from roost.chat.parse import OutputParser, Parsed
 from roost.core import (
@@ -25,7 +27,8 @@ from roost.core import (
     check_options,
 )
 from roost.durations import parse_duration
-from roost.models.resolve import ModelRef
+from roost.models.names import InvalidName
+from roost.models.resolve import ModelRef, resolve
 from roost.scheduler.scheduler import Scheduler
 
 log = logging.getLogger("roost.server")
@@ -39,6 +42,18 @@ class BadRequest(ValueError):
 class Prepared:
     ref: ModelRef
     request: CoreRequest
+
+
+def scheduler(request: Request) -> Scheduler:
+    return request.app.state.scheduler  # type: ignore[no-any-return]
+
+
+def resolve_model(request: Request, name: str) -> ModelRef:
+    """The model a request names; a malformed name is the client's error (400)."""
+    try:
+        return resolve(request.app.state.store, name)
+    except InvalidName as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 def keep_alive_seconds(value: Any) -> float | None:

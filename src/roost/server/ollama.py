@@ -43,10 +43,10 @@ from roost.models import catalog, transfer
 from roost.models.create import CreateError, Spec, copy, create
 from roost.models.names import DEFAULT_HOST, InvalidName, Name
 from roost.models.pull import ModelNotFound, pull
-from roost.models.resolve import ModelRef, NotFound, resolve
+from roost.models.resolve import ModelRef, NotFound
 from roost.models.store import DigestMismatch, StoreError, parse_digest
 from roost.scheduler.runner import RunnerError
-from roost.scheduler.scheduler import QueueFull, Scheduler
+from roost.scheduler.scheduler import QueueFull
 from roost.server import inference
 from roost.server.inference import BadRequest
 
@@ -60,17 +60,6 @@ def now_rfc3339() -> str:
 
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def _scheduler(request: Request) -> Scheduler:
-    return request.app.state.scheduler  # type: ignore[no-any-return]
-
-
-def _resolve(request: Request, name: str) -> ModelRef:
-    try:
-        return resolve(request.app.state.store, name)
-    except InvalidName as exc:
-        raise BadRequest(str(exc)) from exc
 
 
 async def _guarded(fn: Callable[[], Any]) -> Response:
@@ -159,7 +148,7 @@ def _line(obj: dict[str, Any]) -> bytes:
 async def _load_response(request: Request, ref: ModelRef, keep_alive: Any,
                          extra: dict[str, Any]) -> Response:
     reason = await inference.load_only(
-        _scheduler(request), ref, inference.keep_alive_seconds(keep_alive)
+        inference.scheduler(request), ref, inference.keep_alive_seconds(keep_alive)
     )
     return JSONResponse({"model": str(ref.name), "created_at": now_rfc3339(), **extra,
                          "done": True, "done_reason": reason})
@@ -168,7 +157,7 @@ async def _load_response(request: Request, ref: ModelRef, keep_alive: Any,
 @router.post("/generate", responses=doc(GenerateResponse, streams=True))
 async def generate(request: Request, body: GenerateRequest) -> Response:
     async def run() -> Response:
-        ref = _resolve(request, body.model)
+        ref = inference.resolve_model(request, body.model)
         if body.images:
             raise BadRequest(f"model '{ref.name}' does not support images")
         if not body.prompt and not body.suffix:
@@ -187,7 +176,7 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
         parser = inference.output_parser(ref, prompt, None, body.think)
         req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format,
                                       logprobs=body.logprobs, top_logprobs=body.top_logprobs)
-        stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
+        stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
         return await _respond(stream, body.model, body.stream, _generate_shape)
 
     return await _guarded(run)
@@ -196,7 +185,7 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
 @router.post("/chat", responses=doc(ChatResponse, streams=True))
 async def chat(request: Request, body: ChatRequest) -> Response:
     async def run() -> Response:
-        ref = _resolve(request, body.model)
+        ref = inference.resolve_model(request, body.model)
         if not body.messages:
             return await _load_response(
                 request, ref, body.keep_alive, {"message": {"role": "assistant", "content": ""}}
@@ -208,7 +197,7 @@ async def chat(request: Request, body: ChatRequest) -> Response:
         parser = inference.output_parser(ref, prompt, body.tools, body.think)
         req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format,
                                       logprobs=body.logprobs, top_logprobs=body.top_logprobs)
-        stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
+        stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
         return await _respond(stream, body.model, body.stream, _chat_shape)
 
     return await _guarded(run)
@@ -217,12 +206,12 @@ async def chat(request: Request, body: ChatRequest) -> Response:
 @router.post("/embed", responses=doc(EmbedResponse))
 async def embed(request: Request, body: EmbedRequest) -> Response:
     async def run() -> Response:
-        ref = _resolve(request, body.model)
+        ref = inference.resolve_model(request, body.model)
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         texts = [t for t in texts if t] if isinstance(body.input, str) else texts
         started = asyncio.get_running_loop().time()
         vectors, count, load_ns = await inference.embed(
-            _scheduler(request), ref, texts, body.truncate, body.dimensions, body.options,
+            inference.scheduler(request), ref, texts, body.truncate, body.dimensions, body.options,
             body.keep_alive)
         total = int((asyncio.get_running_loop().time() - started) * 1e9)
         return JSONResponse({"model": body.model, "embeddings": vectors, "total_duration": total,
@@ -234,9 +223,9 @@ async def embed(request: Request, body: EmbedRequest) -> Response:
 @router.post("/embeddings", responses=doc(EmbeddingsResponse))
 async def embeddings(request: Request, body: EmbeddingsRequest) -> Response:
     async def run() -> Response:
-        ref = _resolve(request, body.model)
+        ref = inference.resolve_model(request, body.model)
         texts = [body.prompt] if body.prompt else []
-        vectors, _, _ = await inference.embed(_scheduler(request), ref, texts, True, None,
+        vectors, _, _ = await inference.embed(inference.scheduler(request), ref, texts, True, None,
                                               body.options, body.keep_alive)
         return JSONResponse({"embedding": vectors[0] if vectors else []})
 
@@ -273,7 +262,7 @@ async def tags(request: Request) -> Response:
 @router.post("/show", responses=doc(ShowResponse))
 async def show(request: Request, body: ModelRequest) -> Response:
     async def run() -> Response:
-        ref = _resolve(request, body.target)
+        ref = inference.resolve_model(request, body.target)
         params = ref.params
         return JSONResponse({
             "license": ref.license or "",
@@ -313,7 +302,7 @@ def _modelfile(ref: ModelRef) -> str:
 @router.get("/ps", responses=doc(ProcessResponse))
 async def ps(request: Request) -> Response:
     models = []
-    for loaded in _scheduler(request).loaded.values():
+    for loaded in inference.scheduler(request).loaded.values():
         expires = loaded.expires_at
         until = (datetime.fromtimestamp(expires, UTC) if expires != float("inf")
                  else datetime(2318, 1, 1, tzinfo=UTC))
@@ -336,8 +325,8 @@ async def version() -> Response:
 @router.delete("/delete")
 async def delete(request: Request, body: ModelRequest) -> Response:
     async def run() -> Response:
-        ref = _resolve(request, body.target)
-        await _scheduler(request).unload(ref)
+        ref = inference.resolve_model(request, body.target)
+        await inference.scheduler(request).unload(ref)
         request.app.state.store.delete(ref.name)
         return JSONResponse({})
 
@@ -352,12 +341,12 @@ async def pull_model(request: Request, body: ModelRequest) -> Response:
         return error(400, str(exc))
     store = request.app.state.store
     if catalog.find(name) is not None:
-        return await _progress_response(request, lambda report: pull(store, name, report),
+        return await _progress_response(lambda report: pull(store, name, report),
                                         body.stream)
     if name.host == DEFAULT_HOST:
         return error(404, f"pull model manifest: file does not exist: model '{body.target}' not found")
     return await _progress_response(
-        request, lambda report: transfer.pull(store, name, body.insecure, report), body.stream)
+        lambda report: transfer.pull(store, name, body.insecure, report), body.stream)
 
 
 @router.post("/push", responses=doc(ProgressResponse, streams=True))
@@ -370,10 +359,10 @@ async def push_model(request: Request, body: ModelRequest) -> Response:
     if store.get(name) is None:
         return error(404, f"model '{body.target}' not found")
     return await _progress_response(
-        request, lambda report: transfer.push(store, name, body.insecure, report), body.stream)
+        lambda report: transfer.push(store, name, body.insecure, report), body.stream)
 
 
-async def _progress_response(request: Request, work: Callable[[Callable[[dict[str, Any]], None]], None],
+async def _progress_response(work: Callable[[Callable[[dict[str, Any]], None]], None],
                              stream: bool) -> Response:
     """Run a store operation in a thread; stream its status events as NDJSON (or the last)."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -428,7 +417,7 @@ async def create_model(request: Request, body: CreateRequest) -> Response:
                 template=body.template, system=body.system, license=body.license,
                 parameters=body.parameters or {}, messages=body.messages)
     store = request.app.state.store
-    return await _progress_response(request, lambda report: create(store, spec, report),
+    return await _progress_response(lambda report: create(store, spec, report),
                                     body.stream)
 
 

@@ -42,7 +42,7 @@ from roost.models.names import InvalidName, Name
 from roost.models.resolve import ModelRef, NotFound, resolve
 from roost.models.store import Manifest
 from roost.scheduler.runner import RunnerError
-from roost.scheduler.scheduler import QueueFull, Scheduler
+from roost.scheduler.scheduler import QueueFull
 from roost.server import inference
 from roost.server.inference import BadRequest
 
@@ -75,17 +75,6 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 
 def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error_body(status, message), status_code=status, headers=headers)
-
-
-def _scheduler(request: Request) -> Scheduler:
-    return request.app.state.scheduler  # type: ignore[no-any-return]
-
-
-def _resolve(request: Request, name: str) -> ModelRef:
-    try:
-        return resolve(request.app.state.store, name)
-    except InvalidName as exc:
-        raise BadRequest(str(exc)) from exc
 
 
 async def _guarded(fn: Callable[[], Any]) -> Response:
@@ -369,7 +358,7 @@ def _stream_error(message: str) -> dict[str, Any]:
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     async def run() -> Response:
         _check_n(body.n)
-        ref = _resolve(request, body.model)
+        ref = inference.resolve_model(request, body.model)
         tools, forced = _tool_choice(body.tools, body.tool_choice)
         prompt = inference.render_chat(ref, _messages(ref, body.messages), tools=tools)
         parser = inference.output_parser(ref, prompt, tools, None)
@@ -379,7 +368,7 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
                                       _keep_alive(body), forced or _format(body.response_format),
                                       defaults=DEFAULTS, logprobs=body.logprobs,
                                       top_logprobs=body.top_logprobs)
-        stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
+        stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _respond(stream, body.model, True, body.stream, include_usage)
 
@@ -395,13 +384,13 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
             if len(prompt) != 1:
                 raise BadRequest("prompt: only a single string prompt is supported")
             prompt = prompt[0]
-        ref = _resolve(request, body.model)
+        ref = inference.resolve_model(request, body.model)
         req = inference.build_request(ref, prompt, _options(body, body.max_tokens),
                                       _keep_alive(body), None, defaults=DEFAULTS,
                                       logprobs=body.logprobs is not None,
                                       top_logprobs=body.logprobs)
         parser = inference.output_parser(ref, prompt, None, False)
-        stream = inference.parsed(inference.generate(_scheduler(request), ref, req), parser)
+        stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _respond(stream, body.model, False, body.stream, include_usage)
 
@@ -415,11 +404,11 @@ async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or not all(isinstance(t, str) for t in texts):
             raise BadRequest("input must be a non-empty string or list of strings")
-        ref = _resolve(request, body.model)
+        ref = inference.resolve_model(request, body.model)
         extra = body.model_extra or {}
         options = {k: v for k, v in extra.items() if k in KNOWN_OPTIONS}
         vectors, count, _ = await inference.embed(
-            _scheduler(request), ref, [str(t) for t in texts], bool(extra.get("truncate", True)),
+            inference.scheduler(request), ref, [str(t) for t in texts], bool(extra.get("truncate", True)),
             body.dimensions, options, extra.get("keep_alive"))
         data = [{"object": "embedding", "index": i,
                  "embedding": _b64(v) if body.encoding_format == "base64" else v}

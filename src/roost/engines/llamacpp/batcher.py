@@ -19,6 +19,7 @@ import llama_cpp.llama_cpp as ll
 
 from roost.engines.llamacpp import logprobs, sampler
 from roost.engines.llamacpp.model import Model
+from roost.textscan import partial_suffix
 
 # Prompt tokens per step while other sequences are generating (engine.md §1: smaller chunks
 # keep streams smooth, larger ones give the new request its first token sooner).
@@ -259,12 +260,7 @@ def _split_stop(seq: Sequence, text: str) -> tuple[list[Event], bool]:
         seq.hold = ""
         head = text[:cut]
         return ([{"op": "piece", "id": seq.id, "text": head}] if head else []), True
-    keep = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                keep = max(keep, k)
-                break
+    keep = partial_suffix(text, stops)
     seq.hold = text[len(text) - keep:] if keep else ""
     out = text[: len(text) - keep]
     return ([{"op": "piece", "id": seq.id, "text": out}] if out else []), False
