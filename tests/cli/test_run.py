@@ -141,3 +141,15 @@ def test_run_pulls_a_missing_model_first(tmp_path: Path) -> None:
         assert MODEL in roost(srv, "list").stdout
     finally:
         stop_server(srv)
+
+
+def test_cp_and_rm(pulled: Server) -> None:
+    r = roost(pulled, "cp", MODEL, "mine:copy")
+    assert r.returncode == 0 and "copied" in r.stdout
+    assert "mine:copy" in roost(pulled, "list").stdout
+    r = roost(pulled, "rm", "mine:copy")
+    assert r.returncode == 0 and r.stdout.strip() == "deleted 'mine:copy'"
+    assert "mine:copy" not in roost(pulled, "list").stdout
+    assert MODEL in roost(pulled, "list").stdout
+    r = roost(pulled, "cp", "missing:1", "x:1")
+    assert r.returncode == 1 and r.stderr.startswith("Error:")

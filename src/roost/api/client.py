@@ -97,8 +97,14 @@ class Client:
         body = {"model": model, "prompt": "", "stream": False, "keep_alive": 0}
         return self._request("POST", "/api/generate", body)  # type: ignore[no-any-return]
 
-    def pull(self, model: str) -> Iterator[dict[str, Any]]:
-        return self._stream("/api/pull", {"model": model, "stream": True})
+    def pull(self, model: str, insecure: bool = False) -> Iterator[dict[str, Any]]:
+        return self._stream("/api/pull", {"model": model, "stream": True, "insecure": insecure})
+
+    def push(self, model: str, insecure: bool = False) -> Iterator[dict[str, Any]]:
+        return self._stream("/api/push", {"model": model, "stream": True, "insecure": insecure})
+
+    def copy(self, source: str, destination: str) -> None:
+        self._request("POST", "/api/copy", {"source": source, "destination": destination})
 
     def list(self) -> builtins.list[dict[str, Any]]:
         return builtins.list(self._request("GET", "/api/tags")["models"])

@@ -17,11 +17,13 @@ def connect() -> Client:
     return client
 
 
-def pull_with_progress(client: Client, model: str) -> None:
+def pull_with_progress(client: Client, model: str, insecure: bool = False,
+                       push: bool = False) -> None:
     from roost.cli.render import PullProgress
 
+    events = client.push(model, insecure) if push else client.pull(model, insecure)
     with PullProgress() as progress:
-        for event in client.pull(model):
+        for event in events:
             progress.update(event)
 
 

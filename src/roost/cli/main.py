@@ -49,7 +49,8 @@ def _register() -> None:
 
     cli.add_command(run.run)
     cli.add_command(serve.serve)
-    for command in (models.pull, models.list_models, models.show, models.rm):
+    for command in (models.pull, models.push, models.cp, models.list_models, models.show,
+                    models.rm):
         cli.add_command(command)
     cli.add_command(models.list_models, name="ls")
     cli.add_command(ps.ps)

@@ -16,7 +16,26 @@ from roost.cli.main import handle_errors
 @handle_errors
 def pull(model: str, insecure: bool) -> None:
     """Pull a model into the local store."""
-    pull_with_progress(connect(), model)
+    pull_with_progress(connect(), model, insecure)
+
+
+@click.command()
+@click.argument("model")
+@click.option("--insecure", is_flag=True, help="Allow plain-HTTP registries.")
+@handle_errors
+def push(model: str, insecure: bool) -> None:
+    """Push a model to the registry its name points at (host/namespace/model:tag)."""
+    pull_with_progress(connect(), model, insecure, push=True)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("destination")
+@handle_errors
+def cp(source: str, destination: str) -> None:
+    """Copy a model under a new name."""
+    connect().copy(source, destination)
+    click.echo(f"copied '{source}' to '{destination}'")
 
 
 @click.command("list")
