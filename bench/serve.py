@@ -286,7 +286,8 @@ def serve(name: str, args: argparse.Namespace, slots: int) -> Iterator[str]:
     if name == "roost":
         argv, ready = [args.roost, "serve"], "/"
         env = {"ROOST_HOME": str(args.home), "ROOST_HOST": f"127.0.0.1:{port}",
-               "ROOST_NUM_PARALLEL": str(slots), "ROOST_NUM_THREADS": t, "ROOST_KEEP_ALIVE": "1h"}
+               "ROOST_NUM_PARALLEL": str(slots), "ROOST_NUM_THREADS": t, "ROOST_KEEP_ALIVE": "1h",
+               "ROOST_CPU_KERNELS": getattr(args, "cpu_kernels", None) or "auto"}
     elif name == "llama-server":
         argv, ready = [args.llama_server, "-m", model, "-c", str(CTX_PER_SLOT * slots), "-np",
                        str(slots), "-kvu", "-t", t, "-tb", t, "--no-webui", *net], "/health"
@@ -384,7 +385,8 @@ def plan(base_slots: int, clients: list[int]) -> list[tuple[int, list[int]]]:
 
 def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     """Each engine alone, in turn. An engine that fails is reported and the run goes on."""
-    res: dict[str, Any] = {"single": {}, "concurrent": [], "chat": [], "skipped": {}}
+    res: dict[str, Any] = {"single": {}, "concurrent": [], "chat": [], "skipped": {},
+                           "cpu_kernels": {}}
     vocab: list[Any] = []
 
     def count(text: str) -> int:
@@ -444,6 +446,13 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
         except (RuntimeError, OSError, httpx.HTTPError, KeyError, ValueError) as exc:
             print(f"  {name} failed: {exc}", file=sys.stderr, flush=True)
             res["skipped"][name] = f"failed: {str(exc)[:300]}"
+    for mode in args.roost_cpu_kernels:
+        step(f"{LABELS['roost']} with ROOST_CPU_KERNELS={mode}: single stream")
+        try:
+            with serve("roost", argparse.Namespace(**{**vars(args), "cpu_kernels": mode}), 1) as base:
+                res["cpu_kernels"][mode] = single_stream(roost_engine(base), args, count)
+        except (RuntimeError, OSError, httpx.HTTPError, KeyError, ValueError) as exc:
+            res["skipped"][f"roost[{mode}]"] = f"failed: {str(exc)[:300]}"
     return res
 
 
@@ -505,7 +514,14 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
                 out.append(f"  {c} clients: aggregate tok/s "
                            f"{x['aggregate_tps'] / y['aggregate_tps']:.2f}x, p50 latency "
                            f"{x['p50_latency_s'] / y['p50_latency_s']:.2f}x (lower is better)")
-    out += [f"\nskipped {LABELS[e]}: {why}" for e, why in res["skipped"].items()]
+    if res["cpu_kernels"]:
+        first = next(iter(res["cpu_kernels"].values()))
+        out += ["\nRoost single stream by CPU kernels (what the AMX fallback costs; ratio to the first)",
+                table(["ROOST_CPU_KERNELS", "TTFT ms", "decode tok/s (engine)", "ratio"],
+                      [[mode, fmt(r["ttft_ms"], ".0f"), fmt(r["engine_tps"]),
+                        fmt(r["engine_tps"] / first["engine_tps"] if first["engine_tps"] else None, ".2f")]
+                       for mode, r in res["cpu_kernels"].items()])]
+    out += [f"\nskipped {LABELS.get(e, e)}: {why}" for e, why in res["skipped"].items()]
     return "\n".join(out)
 
 
@@ -534,6 +550,9 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=128, help="tokens generated per request")
     ap.add_argument("--runs", type=int, default=3, help="measured runs per figure (median)")
     ap.add_argument("--clients", default="4,8", help="concurrent client counts")
+    ap.add_argument("--roost-cpu-kernels", type=lambda v: [m for m in v.split(",") if m], default=[],
+                    help="also measure Roost's single stream with each ROOST_CPU_KERNELS mode "
+                         "listed (e.g. all,no-amx,none)")
     ap.add_argument("--roost-parallel", type=int, default=4,
                     help="ROOST_NUM_PARALLEL (raised to the client count where that is larger)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,

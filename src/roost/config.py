@@ -6,7 +6,10 @@ variable and a server started later sees it. `roost serve --help` prints `SETTIN
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,33 +38,86 @@ NUM_THREADS = Setting("ROOST_NUM_THREADS", "0", "CPU threads per runner (0: one 
 ORIGINS = Setting("ROOST_ORIGINS", "", "Extra allowed CORS origins, comma-separated")
 EDITOR = Setting("ROOST_EDITOR", "", "Editor for the chat shell's Ctrl+G")
 NOHISTORY = Setting("ROOST_NOHISTORY", "", "Do not keep the chat shell's history")
+API_KEY = Setting("ROOST_API_KEY", "", "Require 'Authorization: Bearer KEY' on every route but / and "
+                  "/api/version (or put the key in ROOST_HOME/api_key, mode 0600)")
+ALLOW_UNAUTHENTICATED = Setting("ROOST_ALLOW_UNAUTHENTICATED", "",
+                                "Set to 1 to serve a non-loopback address without an API key")
+ALLOWED_HOSTS = Setting("ROOST_ALLOWED_HOSTS", "", "Extra Host names accepted on a loopback bind "
+                        "(name or .suffix, comma-separated; .local and .internal only if listed)")
+CPU_KERNELS = Setting("ROOST_CPU_KERNELS", "auto", "CPU buffer types for weights: auto (fall back "
+                      "if the runner faults while loading, and remember), all, no-amx, none")
 
 SETTINGS: tuple[Setting, ...] = (
     HOST, HOME, KEEP_ALIVE, NUM_PARALLEL, MAX_LOADED, MAX_QUEUE,
     CONTEXT_LENGTH, NUM_THREADS, ORIGINS, EDITOR, NOHISTORY,
+    API_KEY, ALLOW_UNAUTHENTICATED, ALLOWED_HOSTS, CPU_KERNELS,
 )
+KEY_FILE = "api_key"
 
 
 def home() -> Path:
     return Path(HOME.get()).expanduser()
 
 
+class ConfigError(ValueError):
+    """A ROOST_* setting whose value cannot be used; the message names it and its value."""
+
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+_HOST_FORM = "expected [scheme://]host[:port] with a port from 1 to 65535, e.g. 127.0.0.1:11434"
+
+
 def host_port() -> tuple[str, int]:
-    """Parse ROOST_HOST the way Ollama parses OLLAMA_HOST: [scheme://]host[:port][/path]."""
-    raw = HOST.get()
-    scheme = ""
+    """Parse ROOST_HOST the way Ollama parses OLLAMA_HOST: [scheme://]host[:port][/path].
+
+    Any value that cannot be an address raises ConfigError at once, so the user reads what is
+    wrong with the setting instead of a traceback from a socket call or an int() deep inside.
+    """
+    value = HOST.get()
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"ROOST_HOST={value!r} is not a valid address ({why}); {_HOST_FORM}")
+
+    raw, scheme = value, "http"
     if "://" in raw:
         scheme, raw = raw.split("://", 1)
+        scheme = scheme.lower()
+        if scheme not in ("http", "https"):
+            raise bad(f"scheme {scheme!r} is not http or https")
     raw = raw.split("/", 1)[0]
-    default_port = {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT)
+    default_port = (80 if scheme == "http" else 443) if "://" in value else DEFAULT_PORT
     if raw.startswith("["):  # [::1]:port
-        host, _, rest = raw[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") and rest[1:] else default_port
-        return host, port
-    host, sep, port_text = raw.rpartition(":")
-    if not sep:
-        return raw or "127.0.0.1", default_port
-    return host or "127.0.0.1", int(port_text) if port_text else default_port
+        host, closed, rest = raw[1:].partition("]")
+        if not closed:
+            raise bad("'[' without a closing ']'")
+        if rest and not rest.startswith(":"):
+            raise bad(f"unexpected {rest!r} after ']'")
+        _check_ipv6(host, bad)
+        return host, _port(rest[1:], default_port, bad)
+    if raw.count(":") > 1:  # a bare IPv6 literal such as ::1 carries no port
+        _check_ipv6(raw, bad)
+        return raw, default_port
+    host, _, port_text = raw.partition(":")
+    if host and not _HOSTNAME.match(host):
+        raise bad(f"{host!r} is not a host name or IP address")
+    return host or "127.0.0.1", _port(port_text, default_port, bad)
+
+
+def _check_ipv6(host: str, bad: Callable[[str], ConfigError]) -> None:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        raise bad(f"{host!r} is not an IPv6 address") from None
+
+
+def _port(text: str, default: int, bad: Callable[[str], ConfigError]) -> int:
+    if not text:
+        return default
+    if not text.isascii() or not text.isdigit():
+        raise bad(f"port {text!r} is not a number")
+    if not 1 <= int(text) <= 65535:
+        raise bad(f"port {text} is out of range")
+    return int(text)
 
 
 def base_url() -> str:
@@ -108,3 +164,23 @@ def num_threads() -> int:
 
 def origins() -> list[str]:
     return [o.strip() for o in ORIGINS.get().split(",") if o.strip()]
+
+
+def allowed_hosts() -> list[str]:
+    return [h.strip() for h in ALLOWED_HOSTS.get().split(",") if h.strip()]
+
+
+def api_key(root: Path | None = None) -> str | None:
+    """ROOST_API_KEY, else the first line of ROOST_HOME/api_key; None when neither is set."""
+    key = API_KEY.get()
+    if key:
+        return key
+    try:
+        lines = ((root or home()) / KEY_FILE).read_text().splitlines()
+    except OSError:
+        return None
+    return lines[0].strip() or None if lines else None
+
+
+def allow_unauthenticated() -> bool:
+    return ALLOW_UNAUTHENTICATED.get().lower() in ("1", "true", "yes")

@@ -6,6 +6,7 @@ none of them should pay for another's imports.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -107,23 +108,79 @@ class OptionError(ValueError):
     pass
 
 
+_INT32 = 2**31 - 1
+MAX_NUM_CTX = 1 << 20
+MAX_STOP = 64
+MAX_STOP_CHARS = 1000
+
+# Each checked option: its kind and inclusive bounds. Bounds keep a request from reaching
+# a runner with values that make it allocate without limit (num_ctx 2**31) or run sampler
+# code on NaN; the names are Ollama's, which OpenAI requests are translated to.
+_NUMBER, _INTEGER, _BOOLEAN = "number", "integer", "boolean"
+_RANGES: dict[str, tuple[str, float, float]] = {
+    "temperature": (_NUMBER, 0, 100),
+    "top_p": (_NUMBER, 0, 1),
+    "min_p": (_NUMBER, 0, 1),
+    "typical_p": (_NUMBER, 0, 1),
+    "repeat_penalty": (_NUMBER, 0, 100),
+    "presence_penalty": (_NUMBER, -100, 100),
+    "frequency_penalty": (_NUMBER, -100, 100),
+    "tfs_z": (_NUMBER, 0, 100),
+    "mirostat_tau": (_NUMBER, 0, 100),
+    "mirostat_eta": (_NUMBER, 0, 100),
+    "top_k": (_INTEGER, -1, _INT32),  # 0 or -1: off
+    "seed": (_INTEGER, -(2**63), 2**64 - 1),
+    "num_predict": (_INTEGER, -2, _INT32),
+    "num_keep": (_INTEGER, -1, _INT32),
+    "repeat_last_n": (_INTEGER, -1, _INT32),
+    "num_ctx": (_INTEGER, 1, MAX_NUM_CTX),
+    "num_batch": (_INTEGER, 1, 1 << 16),
+    "num_gpu": (_INTEGER, -1, _INT32),
+    "main_gpu": (_INTEGER, 0, 1024),
+    "num_thread": (_INTEGER, 0, 1024),
+    "mirostat": (_INTEGER, 0, 2),
+    "draft_num_predict": (_INTEGER, 0, _INT32),
+    **{name: (_BOOLEAN, 0, 1) for name in (
+        "use_mmap", "use_mlock", "numa", "low_vram", "f16_kv", "logits_all", "vocab_only",
+        "embedding_only", "penalize_newline")},
+}
+
+
 def check_options(options: dict[str, Any]) -> list[str]:
-    """Raise on a name no dialect knows; return the known ones that have no effect here."""
+    """Raise on a name no dialect knows or a value out of range; return the names with no effect."""
     unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
         raise OptionError(f"invalid option provided: {', '.join(unknown)}")
-    for name in ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty",
-                 "presence_penalty", "frequency_penalty"):
-        value = options.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise OptionError(f'option "{name}" must be of type number')
-    for name in ("top_k", "seed", "num_predict", "repeat_last_n", "num_ctx", "num_gpu"):
-        value = options.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise OptionError(f'option "{name}" must be of type integer')
-    stop = options.get("stop")
-    if stop is not None and not (isinstance(stop, str) or
-                                 (isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
-        raise OptionError('option "stop" must be a string or an array of strings')
+    for name, value in options.items():
+        if value is not None and name in _RANGES:
+            _check_value(name, value, *_RANGES[name])
+    _check_stop(options.get("stop"))
     return sorted(k for k in options if k in IGNORED_OPTIONS or
                   (k in LOAD_OPTIONS and k not in ("num_ctx", "num_gpu")))
+
+
+def _check_value(name: str, value: Any, kind: str, low: float, high: float) -> None:
+    if kind == _BOOLEAN:
+        if not isinstance(value, bool):
+            raise OptionError(f'option "{name}" must be of type boolean')
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise OptionError(f'option "{name}" must be of type {kind}')
+    if kind == _INTEGER and isinstance(value, float) and not value.is_integer():
+        raise OptionError(f'option "{name}" must be of type integer')
+    if not (math.isfinite(value) and low <= value <= high):
+        raise OptionError(f'option "{name}" must be between {low:g} and {high:g}, got {value!r}'
+                          if kind == _NUMBER else
+                          f'option "{name}" must be between {int(low)} and {int(high)}, got {value!r}')
+
+
+def _check_stop(stop: Any) -> None:
+    if stop is None:
+        return
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise OptionError('option "stop" must be a string or an array of strings')
+    if len(stops) > MAX_STOP:
+        raise OptionError(f'option "stop" may hold at most {MAX_STOP} strings, got {len(stops)}')
+    if any(len(s) > MAX_STOP_CHARS for s in stops):
+        raise OptionError(f'option "stop": each string may be at most {MAX_STOP_CHARS} characters')

@@ -29,14 +29,20 @@ class ConnectError(Exception):
 
 
 class Client:
-    def __init__(self, base_url: str | None = None, timeout: float | None = None) -> None:
+    def __init__(self, base_url: str | None = None, timeout: float | None = None,
+                 api_key: str | None = None) -> None:
+        """`api_key` defaults to ROOST_API_KEY, else the key file under ROOST_HOME."""
         import httpx2 as httpx  # deferred: `roost --help` must not pay for it
 
         self.base_url = base_url or config.base_url()
+        headers = {"User-Agent": "roost-cli"}
+        key = config.api_key() if api_key is None else api_key
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=5.0),
-            headers={"User-Agent": "roost-cli"},
+            headers=headers,
         )
         self._httpx = httpx
 

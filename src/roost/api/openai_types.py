@@ -57,8 +57,8 @@ class ChatCompletionRequest(_Wire):
     stream_options: StreamOptions | None = None
     temperature: float | None = None
     top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: Stop | None = None
     seed: int | None = None
     frequency_penalty: float | None = None
@@ -78,7 +78,7 @@ class CompletionRequest(_Wire):
     stream_options: StreamOptions | None = None
     temperature: float | None = None
     top_p: float | None = None
-    max_tokens: int | None = 16
+    max_tokens: int | None = Field(default=16, ge=0)
     stop: Stop | None = None
     seed: int | None = None
     frequency_penalty: float | None = None

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from roost import __version__
+from roost.config import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,10 +39,16 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True,
+             subcommand_metavar="COMMAND [ARGS]...")
 @click.version_option(__version__, "-v", "--version", prog_name="roost")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Run language models on your own machine."""
+    # Bare `roost` is a request for help, as with `ollama`: click's own no-args handling
+    # raises a usage error, which main() would turn into exit 1.
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 def _register() -> None:
@@ -68,6 +75,9 @@ def main() -> None:
         sys.exit(130)
     except click.ClickException as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(1)
+    except ConfigError as exc:  # a bad ROOST_* value, found lazily inside any command
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

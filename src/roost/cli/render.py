@@ -11,7 +11,11 @@ import re
 import shutil
 import sys
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 
 def use_color(stream: IO[str]) -> bool:
@@ -119,18 +123,48 @@ def table(rows: list[list[str]], headers: list[str], out: IO[str] = sys.stdout) 
 
 
 class PullProgress:
-    """A progress bar per layer on a terminal; plain status lines otherwise."""
+    """Progress of a pull or push: a bar per layer on a terminal, plain lines otherwise.
 
-    def __init__(self, err: IO[str] = sys.stderr) -> None:
-        self.err = err
-        self.tty = err.isatty()
-        self.bar: Any = None
-        self.tasks: dict[str, Any] = {}
-        self.last_status = ""
+    On a terminal the bars live in a rich live display, which keeps itself at the bottom of
+    the output: a status line printed while it runs lands above the bars. So the display is
+    stopped (its bars stay on screen) before any later status line, such as "verifying sha256
+    digest" or "success", and events for a layer whose bar has ended are dropped; a layer seen
+    for the first time after that starts a new display. Piped, each distinct status is one
+    line, once: the server repeats a layer's event (completed == total) after verifying it.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, console: Console | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.console = console
+        self.tty = console.is_terminal if console is not None else self.stream.isatty()
+        self.bar: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+        self.ended: set[str] = set()  # digests whose bar is finished and on screen
+        self.printed: set[str] = set()
 
     def __enter__(self) -> PullProgress:
-        if self.tty:
+        if self.tty and self.console is None:
             from rich.console import Console
+
+            self.console = Console(file=self.stream, no_color=not use_color(self.stream),
+                                   highlight=False)
+        return self
+
+    def update(self, event: dict[str, Any]) -> None:
+        status = str(event.get("status", ""))
+        digest, total = event.get("digest"), event.get("total")
+        if digest:  # a layer's step: it never ends the bars
+            digest = str(digest)
+            if self.console is None:
+                self._line(status)
+            elif total and digest not in self.ended:  # no size yet: the bar starts when one comes
+                self._advance(digest, status, int(total), int(event.get("completed") or 0))
+        elif status:
+            self._end_bars()
+            self._line(status)
+
+    def _advance(self, digest: str, status: str, total: int, completed: int) -> None:
+        if self.bar is None:
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
@@ -140,32 +174,45 @@ class PullProgress:
                 TransferSpeedColumn,
             )
 
-            console = Console(file=self.err, no_color=not use_color(self.err))
             self.bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=False,
+                TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
             )
             self.bar.start()
-        return self
+        task = self.tasks.get(digest)
+        if task is None:
+            task = self.tasks[digest] = self.bar.add_task(status, total=total)
+        # A push renames a layer's step ("starting upload", then "pushing ..."): one bar.
+        self.bar.update(task, description=status, total=total, completed=completed)
 
-    def update(self, event: dict[str, Any]) -> None:
-        status = str(event.get("status", ""))
-        digest, total = event.get("digest"), event.get("total")
-        if digest and total:
-            if self.bar is not None:
-                task = self.tasks.get(digest)
-                if task is None:
-                    task = self.tasks[digest] = self.bar.add_task(status, total=total)
-                self.bar.update(task, completed=event.get("completed", 0))
-            elif status != self.last_status:
-                self.err.write(f"{status}\n")
-        elif status != self.last_status:
-            if self.bar is not None:
-                self.bar.console.print(status)
-            else:
-                self.err.write(f"{status}\n")
-        self.last_status = status
+    def _end_bars(self) -> None:
+        """Stop the live display, leaving its bars drawn, so the next line goes below them.
+
+        The server moves on to a layer-less step only once every layer's bytes are in, and
+        its progress events are throttled, so the last one seen may fall short: the bars are
+        filled before they are left on screen.
+        """
+        if self.bar is None:
+            return
+        for task in self.bar.tasks:
+            if task.total is not None:
+                self.bar.update(task.id, completed=task.total)
+        self.bar.stop()
+        self.bar = None
+        self.ended.update(self.tasks)
+        self.tasks.clear()
+
+    def _line(self, status: str) -> None:
+        if status in self.printed:
+            return
+        self.printed.add(status)
+        if self.console is not None:
+            self.console.print(status, markup=False, highlight=False)
+        else:
+            self.stream.write(f"{status}\n")
+            self.stream.flush()
 
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
+        if self.bar is not None:  # an error mid-transfer: leave the bars where they stopped
             self.bar.stop()
+            self.bar = None

@@ -7,13 +7,14 @@ where those are not installed, from its Hugging Face source.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from roost.models.names import Name
+from roost.models.names import DEFAULT_HOST, Name
 
 # Gemma's turn format; the shipped gemma3:270m GGUF carries no chat template of its own.
 GEMMA_TEMPLATE = """
@@ -86,6 +87,37 @@ def find(name: Name) -> CatalogModel | None:
         if Name.parse(entry.name).key == name.key:
             return entry
     return None
+
+
+def close_names(text: str, limit: int = 3) -> list[str]:
+    """Catalog names the user may have meant by `text`, best first, for a "not found" message.
+
+    The commonest miss is the right model with no tag or another one (`qwen2.5-coder`, which
+    means `:latest`, or `:7b`), so names with the same model part come first; then names
+    whose model part starts with what was typed (`qwen2.5`); then spelling slips, by
+    difflib on the whole name and on the model part. The name typed itself is never offered,
+    nor anything for a name on another registry.
+    """
+    if limit <= 0:
+        return []
+    try:
+        typed = Name.parse(text)
+    except ValueError:
+        return []
+    if typed.host.lower() != DEFAULT_HOST:
+        return []
+    model, short = typed.model.lower(), f"{typed.model}:{typed.tag}".lower()
+    names = [entry.name for entry in CATALOG if Name.parse(entry.name).key != typed.key]
+    by_model: dict[str, list[str]] = {}
+    for name in names:
+        by_model.setdefault(Name.parse(name).model.lower(), []).append(name)
+    found = list(by_model.get(model, []))
+    if len(model) >= 3:
+        found += [n for m, group in by_model.items() if m.startswith(model) for n in group]
+    found += difflib.get_close_matches(short, names, n=limit)
+    for m in difflib.get_close_matches(model, list(by_model), n=limit):
+        found += by_model[m]
+    return list(dict.fromkeys(found))[:limit]
 
 
 class PartsMissing(LookupError):

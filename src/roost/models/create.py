@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from roost.chat import sandbox
 from roost.chat import template as templates
 from roost.core import OptionError, check_options
 from roost.models import config_blob
@@ -91,7 +92,7 @@ def _check(spec: Spec) -> None:
         raise CreateError(str(exc)) from exc
     if spec.template is not None:
         try:
-            templates.render(spec.template, [{"role": "user", "content": "test"}])
+            sandbox.render(spec.template, [{"role": "user", "content": "test"}])
         except templates.TemplateRenderError as exc:
             raise CreateError(str(exc)) from exc
     for message in spec.messages or []:

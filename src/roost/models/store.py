@@ -233,6 +233,12 @@ class Store:
                 continue  # a foreign or damaged file is not a model; leave it alone
         return sorted(out, key=lambda item: item[1].modified_at, reverse=True)
 
+    def entries_named(self, namespace: str, model: str, tag: str) -> list[tuple[Name, Path]]:
+        """Manifests of this namespace/model:tag under any host (case-insensitive)."""
+        want = (namespace.lower(), model.lower(), tag.lower())
+        return [(self._name_of(p), p) for p in self._manifest_files()
+                if self._name_of(p).key[1:] == want]
+
     def prune(self) -> None:
         """Remove blobs no manifest references (and stale temporaries)."""
         if not self.blobs.is_dir():

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -32,6 +33,22 @@ class RunnerError(RuntimeError):
         self.status = status
 
 
+class RunnerCrashed(RunnerError):
+    """The runner died by a signal before it was ready: a CPU kernel the machine cannot run?"""
+
+    def __init__(self, signum: int, extra_buffer_types: list[str]) -> None:
+        self.signal_name = _signal_name(signum)
+        super().__init__(f"the model runner died by {self.signal_name} while loading")
+        self.extra_buffer_types = extra_buffer_types
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 @dataclass(frozen=True)
 class RunnerSpec:
     model_path: Path
@@ -39,6 +56,7 @@ class RunnerSpec:
     num_parallel: int
     num_threads: int
     num_gpu: int = 0
+    cpu_kernels: str = "all"  # which CPU buffer types may hold weights (scheduler.cpu_kernels)
 
 
 class Runner:
@@ -52,6 +70,7 @@ class Runner:
         self.size: int = ready["size"]
         self.gpu_layers: int = ready.get("gpu_layers", 0)
         self.load_ns: int = ready["load_ns"]
+        self.cpu_kernels: str = ready.get("cpu_kernels", "all")
         self._ids = itertools.count(1)
         self._queues: dict[int, asyncio.Queue[dict[str, Any]]] = {}
         self._dead = False
@@ -65,6 +84,7 @@ class Runner:
             "--fd", str(child.fileno()), "--model", str(spec.model_path),
             "--num-ctx", str(spec.num_ctx), "--num-parallel", str(spec.num_parallel),
             "--num-threads", str(spec.num_threads), "--num-gpu", str(spec.num_gpu),
+            "--cpu-kernels", spec.cpu_kernels,
         ]
         proc = await asyncio.create_subprocess_exec(
             *cmd, pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
@@ -73,16 +93,23 @@ class Runner:
         )
         child.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 24)
-        line = await reader.readline()
+        hello: dict[str, Any] = {}
+        while line := await reader.readline():
+            msg = json.loads(line)
+            if msg.get("op") != "hello":
+                break
+            hello = msg
         if not line:
-            await proc.wait()
-            raise RunnerError(f"the model runner exited while loading (code {proc.returncode})")
-        ready = json.loads(line)
-        if ready.get("op") != "ready":
+            writer.close()
+            code = await proc.wait()
+            if code < 0:
+                raise RunnerCrashed(-code, list(hello.get("extra_buffer_types") or []))
+            raise RunnerError(f"the model runner exited while loading (code {code})")
+        if msg.get("op") != "ready":
             writer.close()
             await proc.wait()
-            raise RunnerError(ready.get("message", "the model failed to load"))
-        return cls(proc, reader, writer, ready)
+            raise RunnerError(msg.get("message", "the model failed to load"))
+        return cls(proc, reader, writer, msg)
 
     @property
     def alive(self) -> bool:

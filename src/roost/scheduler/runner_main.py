@@ -9,6 +9,8 @@ it one thread matters on small machines: a busy second Python thread slows decod
 from __future__ import annotations
 
 import argparse
+import ctypes
+import faulthandler
 import os
 import select
 import signal
@@ -19,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from roost.engines.llamacpp import embed
+from roost.engines.llamacpp import cpu_buffers, embed
 from roost.engines.llamacpp.batcher import Batcher
 from roost.engines.llamacpp.embed import Embedder, EmbedError
 from roost.engines.llamacpp.model import LoadError, LoadOptions, Model
@@ -35,6 +37,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--num-batch", type=int, default=512)
     p.add_argument("--num-gpu", type=int, default=0)
+    p.add_argument("--cpu-kernels", choices=cpu_buffers.MODES, default="all")
     return p.parse_args(argv)
 
 
@@ -44,11 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=args.fd)
     conn = protocol.Connection(sock)
     started = time.perf_counter()
+    # Said before loading, so that a server whose runner dies while loading knows what the
+    # CPU backend offered (an AMX buffer type is the usual culprit).
+    conn.send([{"op": "hello", "extra_buffer_types": list(cpu_buffers.extra_buffer_types()),
+                "cpu_features": sorted(cpu_buffers.cpu_features())}])
     try:
         model = Model(LoadOptions(
             path=args.model, num_ctx=args.num_ctx, num_parallel=args.num_parallel,
             num_threads=args.num_threads, num_batch=args.num_batch, num_gpu=args.num_gpu,
+            cpu_kernels=args.cpu_kernels,
         ))
+        _injected_fault(args.cpu_kernels)
+        model.warm_up()
     except LoadError as exc:
         conn.send([{"op": "load_error", "message": str(exc)}])
         return 1
@@ -56,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     lazy = _LazyEmbedder(model, args.num_threads)
     conn.send([{
         "op": "ready", "n_ctx": model.n_ctx_seq, "n_parallel": model.n_seq,
-        "size": model.size, "gpu_layers": model.gpu_layers,
+        "size": model.size, "gpu_layers": model.gpu_layers, "cpu_kernels": args.cpu_kernels,
         "load_ns": int((time.perf_counter() - started) * 1e9),
     }])
     try:
@@ -65,6 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         lazy.close()
         batcher.close()
         model.close()
+
+
+def _injected_fault(mode: str) -> None:
+    """Tests only: die by a real SIGSEGV in warm-up under the listed kernel modes.
+
+    No machine at hand has the AMX fault, so the server's fallback is tested with a runner
+    that faults at the same moment the AMX kernel would: the first decode, before ready.
+    """
+    modes = os.environ.get("ROOST_TEST_FAULT_WARMUP", "")
+    if mode in modes.split(","):
+        faulthandler.disable()
+        ctypes.string_at(0)  # a real invalid read: the process dies by SIGSEGV
 
 
 class _LazyEmbedder:

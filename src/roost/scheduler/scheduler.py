@@ -1,6 +1,8 @@
 """Which models are loaded: load on demand, share between requests, unload when idle.
 
-Loading is serialised per model under a lock; requests to a loaded model never wait on a
+Runners are keyed by weights: a copy, or a model made FROM another with its own system
+prompt, shares the runner, while each name keeps its own keep_alive and can be unloaded
+alone. Loading is serialised per weights file under a lock; requests to a loaded model never wait on a
 lock while they stream. A runner stays loaded while requests hold it and for its
 keep_alive after the last one (0: unload at once, negative: never). Past
 ROOST_MAX_LOADED_MODELS the least recently used idle model is unloaded first; past
@@ -14,12 +16,13 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from roost import config
 from roost.durations import parse_duration
 from roost.models.resolve import ModelRef
-from roost.scheduler import memory
+from roost.scheduler import cpu_kernels, memory
 from roost.scheduler.runner import Runner, RunnerError, RunnerSpec
 
 RunnerFactory = Callable[[RunnerSpec], Awaitable[Runner]]
@@ -31,6 +34,8 @@ class QueueFull(RuntimeError):
 
 @dataclass
 class Loaded:
+    """One model name held on a runner; names that share weights share the runner."""
+
     ref: ModelRef
     runner: Runner
     num_ctx: int
@@ -42,16 +47,23 @@ class Loaded:
 
     @property
     def key(self) -> str:
-        return self.ref.id
+        return name_key(self.ref)
+
+
+def name_key(ref: ModelRef) -> str:
+    return "/".join(ref.name.key)
 
 
 class Scheduler:
-    def __init__(self, log: IO[bytes] | None = None,
+    def __init__(self, home: Path | None = None, log: IO[bytes] | None = None,
                  runner_factory: RunnerFactory | None = None) -> None:
-        self.loaded: dict[str, Loaded] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.loaded: dict[str, Loaded] = {}  # by model name
+        self.runners: dict[Path, Runner] = {}  # by weights: a copy or a variant shares it
+        self._locks: dict[Path, asyncio.Lock] = {}
         self._log = log
-        self._factory = runner_factory or (lambda spec: Runner.spawn(spec, self._log))
+        home = home or config.home()
+        self._factory = runner_factory or (
+            lambda spec: cpu_kernels.spawn(spec, home, lambda s: Runner.spawn(s, self._log)))
         self._pending = 0
 
     @contextlib.asynccontextmanager
@@ -72,26 +84,34 @@ class Scheduler:
 
     def waiting(self) -> int:
         """Requests not yet decoding: loading, or queued behind a runner's busy slots."""
-        queued = sum(max(0, m.refcount - m.runner.n_parallel) for m in self.loaded.values())
+        queued = sum(max(0, self._users(r) - r.n_parallel) for r in self.runners.values())
         return self._pending + queued
+
+    def _on(self, runner: Runner) -> list[Loaded]:
+        return [m for m in self.loaded.values() if m.runner is runner]
+
+    def _users(self, runner: Runner) -> int:
+        return sum(m.refcount for m in self._on(runner))
 
     async def _acquire(self, ref: ModelRef, num_ctx: int | None,
                        keep_alive: float | None) -> Loaded:
-        lock = self._locks.setdefault(ref.id, asyncio.Lock())
-        async with lock:
-            loaded = self.loaded.get(ref.id)
-            want_ctx = num_ctx or _default_ctx(ref)
-            if loaded and (not loaded.runner.alive or
-                           (want_ctx > loaded.num_ctx and loaded.refcount == 0)):
-                await self._unload(loaded)
-                loaded = None
-            if loaded is None:
-                spec = RunnerSpec(ref.weights, want_ctx, config.num_parallel(), config.num_threads())
-                await self._make_room(memory.estimate(ref.weights, ref.config, want_ctx,
+        weights = ref.weights
+        async with self._locks.setdefault(weights, asyncio.Lock()):
+            want_ctx = _context(ref, num_ctx)
+            runner = self.runners.get(weights)
+            if runner and (not runner.alive or
+                           (want_ctx > runner.n_ctx and self._users(runner) == 0)):
+                await self._stop_runner(runner)
+                runner = None
+            if runner is None:
+                spec = RunnerSpec(weights, want_ctx, config.num_parallel(), config.num_threads())
+                await self._make_room(memory.estimate(weights, ref.config, want_ctx,
                                                       spec.num_parallel))
-                runner = await self._factory(spec)
+                runner = self.runners[weights] = await self._factory(spec)
+            loaded = self.loaded.get(name_key(ref))
+            if loaded is None or loaded.runner is not runner:
                 loaded = Loaded(ref, runner, runner.n_ctx, _keep_alive(keep_alive))
-                self.loaded[ref.id] = loaded
+                self.loaded[loaded.key] = loaded
             elif keep_alive is not None:
                 loaded.keep_alive = _keep_alive(keep_alive)
             loaded.refcount += 1
@@ -108,8 +128,7 @@ class Scheduler:
         if loaded.refcount > 0:
             return
         if not loaded.runner.alive:
-            self.loaded.pop(loaded.key, None)
-            asyncio.ensure_future(loaded.runner.stop())
+            asyncio.ensure_future(self._unload(loaded))
             return
         loaded.expires_at = _expiry(loaded.keep_alive)
         if loaded.keep_alive >= 0:
@@ -123,24 +142,39 @@ class Scheduler:
             await self._unload(loaded)
 
     async def _make_room(self, need: int) -> None:
-        """Unload least recently used idle models until the count and the memory allow one more."""
-        while self.loaded and (len(self.loaded) >= config.max_loaded_models()
-                               or need > memory.available()):
-            idle = [m for m in self.loaded.values() if m.refcount == 0]
+        """Unload least recently used idle runners until the count and the memory allow one more."""
+        while self.runners and (len(self.runners) >= config.max_loaded_models()
+                                or need > memory.available()):
+            idle = [r for r in self.runners.values() if self._users(r) == 0]
             if not idle:
                 return  # every model is busy: load beside them and let llama.cpp decide
-            await self._unload(min(idle, key=lambda m: m.last_used))
+            await self._stop_runner(min(idle, key=self._last_used))
+
+    def _last_used(self, runner: Runner) -> float:
+        return max((m.last_used for m in self._on(runner)), default=0.0)
 
     async def _unload(self, loaded: Loaded) -> None:
+        """Forget one name; stop its runner when no other name is on it."""
         if loaded.timer:
             loaded.timer.cancel()
         if self.loaded.get(loaded.key) is loaded:
             del self.loaded[loaded.key]
-        await loaded.runner.stop()
+        if not self._on(loaded.runner):
+            await self._stop_runner(loaded.runner)
+
+    async def _stop_runner(self, runner: Runner) -> None:
+        for m in self._on(runner):
+            if m.timer:
+                m.timer.cancel()
+            del self.loaded[m.key]
+        for weights, r in list(self.runners.items()):
+            if r is runner:
+                del self.runners[weights]
+        await runner.stop()
 
     async def unload(self, ref: ModelRef) -> bool:
-        """Unload now if idle, or as soon as its requests finish."""
-        loaded = self.loaded.get(ref.id)
+        """Unload this name now if idle, or as soon as its requests finish."""
+        loaded = self.loaded.get(name_key(ref))
         if loaded is None:
             return False
         loaded.keep_alive = 0
@@ -149,15 +183,16 @@ class Scheduler:
         return True
 
     async def close(self) -> None:
-        for loaded in list(self.loaded.values()):
-            await self._unload(loaded)
+        for runner in list(self.runners.values()):
+            await self._stop_runner(runner)
 
 
-def _default_ctx(ref: ModelRef) -> int:
+def _context(ref: ModelRef, num_ctx: int | None) -> int:
+    """The context asked for (else the model's or the server's default), within the trained one."""
     params_ctx = ref.params.get("num_ctx")
-    trained = ref.config.get("context_length") or 0
-    ctx = int(params_ctx) if params_ctx else config.context_length()
-    return min(ctx, int(trained)) if trained else ctx
+    trained = int(ref.config.get("context_length") or 0)
+    ctx = num_ctx or (int(params_ctx) if params_ctx else config.context_length())
+    return min(ctx, trained) if trained else ctx
 
 
 def _keep_alive(value: float | None) -> float:

@@ -6,12 +6,11 @@ a test can build as many apps as it likes.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,9 +19,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from roost import __version__, config
+from roost.chat import sandbox
 from roost.models.store import Store
 from roost.scheduler.scheduler import Scheduler
 from roost.server import ollama, openai, registry
+from roost.server.body import BodyLimits
+from roost.server.security import ALLOWED_HEADERS, ApiKey, HostGuard
 
 log = logging.getLogger("roost.server")
 
@@ -37,27 +39,25 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await app.state.scheduler.close()
+        sandbox.close()
 
     app = FastAPI(title="Roost", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.store = Store(root)
-    app.state.scheduler = Scheduler(log=runner_log)
+    app.state.scheduler = Scheduler(home=root, log=runner_log)
     app.state.bind_host = bind_host
 
+    # Starlette runs the last added outermost: Host guard, CORS, API key, body limits, routes.
+    app.add_middleware(BodyLimits)
+    app.add_middleware(ApiKey, key=config.api_key(root), bind_host=bind_host)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=config.origins(),
         allow_origin_regex=_LOCAL_ORIGINS,
         allow_methods=["*"],
-        allow_headers=["Authorization", "Content-Type", "User-Agent", "Accept",
-                       "X-Requested-With", "OpenAI-Beta", "x-stainless-*"],
+        allow_headers=list(ALLOWED_HEADERS),
     )
-
-    @app.middleware("http")
-    async def host_guard(request: Request, call_next: Any) -> Any:
-        if _is_loopback(app.state.bind_host) and not _local_host_header(request):
-            return JSONResponse({"error": "forbidden host"}, status_code=403)
-        return await call_next(request)
+    app.add_middleware(HostGuard, bind_host=bind_host, allowed=config.allowed_hosts())
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -92,28 +92,3 @@ def _validation_message(exc: RequestValidationError) -> str:
         return "missing request body"
     where = ".".join(str(p) for p in first.get("loc", ())[1:])
     return f"{where}: {first.get('msg', 'invalid value')}" if where else str(first.get("msg"))
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _local_host_header(request: Request) -> bool:
-    """DNS-rebinding guard: a page on evil.example must not reach a loopback server."""
-    host = request.headers.get("host", "")
-    if not host:
-        return True
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]").lower()
-    if name == "localhost" or name.endswith((".localhost", ".local", ".internal")):
-        return True
-    try:
-        ipaddress.ip_address(name)  # an address literal cannot be rebound by DNS
-    except ValueError:
-        return False
-    return True

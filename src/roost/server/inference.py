@@ -7,7 +7,9 @@ statuses; the routers turn later ones into their dialect's in-stream error.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from typing import Any
 
 from fastapi import Request
 
+from roost.chat import sandbox
 from roost.chat import template as templates
 from roost.chat.parse import OutputParser, Parsed
 from roost.core import (
@@ -29,6 +32,7 @@ from roost.core import (
 from roost.durations import parse_duration
 from roost.models.names import InvalidName
 from roost.models.resolve import ModelRef, resolve
+from roost.scheduler.runner import RunnerError
 from roost.scheduler.scheduler import Scheduler
 
 log = logging.getLogger("roost.server")
@@ -56,13 +60,19 @@ def resolve_model(request: Request, name: str) -> ModelRef:
         raise BadRequest(str(exc)) from exc
 
 
+MAX_KEEP_ALIVE = 100 * 365 * 86400.0  # longer than this is forever
+
+
 def keep_alive_seconds(value: Any) -> float | None:
     if value is None:
         return None
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise BadRequest(f"invalid keep_alive: {exc}") from exc
+    if math.isnan(seconds):
+        raise BadRequest(f"invalid keep_alive: {value!r}")
+    return -1.0 if seconds > MAX_KEEP_ALIVE or seconds < 0 else seconds
 
 
 def build_request(ref: ModelRef, prompt: str, options: dict[str, Any] | None,
@@ -106,13 +116,16 @@ def _format(fmt: Any) -> Any:
     raise BadRequest(f"invalid format {fmt!r}: use \"json\" or a JSON schema")
 
 
-def render_chat(ref: ModelRef, messages: list[dict[str, Any]],
-                tools: list[dict[str, Any]] | None = None, template: str | None = None,
-                think: Any = None) -> str:
+async def render_chat(ref: ModelRef, messages: list[dict[str, Any]],
+                      tools: list[dict[str, Any]] | None = None, template: str | None = None,
+                      think: Any = None) -> str:
+    """Render in the template sandbox's worker processes: bounded in memory and time, and
+    off the event loop, since a template may come from the request itself."""
     if ref.system and not any(m.get("role") == "system" for m in messages):
         messages = [{"role": "system", "content": ref.system}, *messages]
     try:
-        return templates.render(
+        return await asyncio.to_thread(
+            sandbox.render,
             template or ref.template, messages, tools=tools,
             bos_token=ref.config.get("bos_token", ""), eos_token=ref.config.get("eos_token", ""),
             think=think,
@@ -184,6 +197,22 @@ async def parsed(stream: AsyncGenerator[Piece | Done, None],
                 yield part
     finally:
         await stream.aclose()
+
+
+async def gather(stream: AsyncGenerator[Parsed | Done, None]) -> tuple[Parsed, Done]:
+    """A whole answer, for a client that did not ask for a stream."""
+    whole = Parsed()
+    try:
+        async for item in stream:
+            if isinstance(item, Done):
+                return whole, item
+            whole.content += item.content
+            whole.thinking += item.thinking
+            whole.tool_calls += item.tool_calls
+            whole.logprobs += item.logprobs
+    finally:
+        await stream.aclose()
+    raise RunnerError("the answer ended before it was done")
 
 
 async def load_only(scheduler: Scheduler, ref: ModelRef, keep_alive: float | None) -> str:

@@ -7,6 +7,7 @@ stream becomes Ollama's chunks. Durations are integer nanoseconds, timestamps RF
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ from roost.models.store import DigestMismatch, StoreError, parse_digest
 from roost.scheduler.runner import RunnerError
 from roost.scheduler.scheduler import QueueFull
 from roost.server import inference
+from roost.server.disconnect import ClientGone, unless_disconnected
 from roost.server.inference import BadRequest
 
 router = APIRouter(prefix="/api")
@@ -74,6 +76,8 @@ async def _guarded(fn: Callable[[], Any]) -> Response:
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"retry-after": "1"})
     except RunnerError as exc:
         return error(exc.status, str(exc))
+    except ClientGone:
+        return Response(status_code=499)  # nobody reads it: the status is for the access log
 
 
 # -- generation -----------------------------------------------------------------------------
@@ -89,21 +93,15 @@ def _final(model: str, done: Done, started: float, extra: dict[str, Any]) -> dic
 
 
 async def _respond(
-    stream: AsyncGenerator[Parsed | Done, None], model: str, streaming: bool,
+    request: Request, stream: AsyncGenerator[Parsed | Done, None], model: str, streaming: bool,
     shape: Callable[[Parsed], dict[str, Any]],
 ) -> Response:
     """Await the first item before answering, so a failure to start is a real HTTP error."""
     started = asyncio.get_running_loop().time()
-    first = await anext(stream)
     if not streaming:
-        whole, item = Parsed(), first
-        while not isinstance(item, Done):
-            whole.content += item.content
-            whole.thinking += item.thinking
-            whole.tool_calls += item.tool_calls
-            whole.logprobs += item.logprobs
-            item = await anext(stream)
-        return JSONResponse(_final(model, item, started, shape(whole)))
+        whole, done = await unless_disconnected(request, inference.gather(stream))
+        return JSONResponse(_final(model, done, started, shape(whole)))
+    first = await anext(stream)
 
     async def lines() -> AsyncIterator[bytes]:
         item: Parsed | Done | None = first
@@ -164,20 +162,20 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
             return await _load_response(request, ref, body.keep_alive, {"response": ""})
         if body.raw and (body.template or body.system or body.context):
             raise BadRequest("raw mode does not support template, system, or context")
+        req = inference.build_request(ref, "", body.options, body.keep_alive, body.format,
+                                      logprobs=body.logprobs, top_logprobs=body.top_logprobs)
         if body.raw:
-            prompt = body.prompt
+            req.prompt = body.prompt
         else:
             messages = []
             if body.system:
                 messages.append({"role": "system", "content": body.system})
             messages.append({"role": "user", "content": body.prompt})
-            prompt = inference.render_chat(ref, messages, template=body.template,
-                                           think=body.think)
-        parser = inference.output_parser(ref, prompt, None, body.think)
-        req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format,
-                                      logprobs=body.logprobs, top_logprobs=body.top_logprobs)
+            req.prompt = await inference.render_chat(ref, messages, template=body.template,
+                                                     think=body.think)
+        parser = inference.output_parser(ref, req.prompt, None, body.think)
         stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
-        return await _respond(stream, body.model, body.stream, _generate_shape)
+        return await _respond(request, stream, body.model, body.stream, _generate_shape)
 
     return await _guarded(run)
 
@@ -193,12 +191,12 @@ async def chat(request: Request, body: ChatRequest) -> Response:
         if any(m.images for m in body.messages):
             raise BadRequest(f"model '{ref.name}' does not support images")
         messages = [_message_dict(m.model_dump(exclude_none=True)) for m in body.messages]
-        prompt = inference.render_chat(ref, messages, tools=body.tools, think=body.think)
-        parser = inference.output_parser(ref, prompt, body.tools, body.think)
-        req = inference.build_request(ref, prompt, body.options, body.keep_alive, body.format,
+        req = inference.build_request(ref, "", body.options, body.keep_alive, body.format,
                                       logprobs=body.logprobs, top_logprobs=body.top_logprobs)
+        req.prompt = await inference.render_chat(ref, messages, tools=body.tools, think=body.think)
+        parser = inference.output_parser(ref, req.prompt, body.tools, body.think)
         stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
-        return await _respond(stream, body.model, body.stream, _chat_shape)
+        return await _respond(request, stream, body.model, body.stream, _chat_shape)
 
     return await _guarded(run)
 
@@ -344,9 +342,16 @@ async def pull_model(request: Request, body: ModelRequest) -> Response:
         return await _progress_response(lambda report: pull(store, name, report),
                                         body.stream)
     if name.host == DEFAULT_HOST:
-        return error(404, f"pull model manifest: file does not exist: model '{body.target}' not found")
+        return error(404, _not_found(body.target))
     return await _progress_response(
         lambda report: transfer.pull(store, name, body.insecure, report), body.stream)
+
+
+def _not_found(target: str) -> str:
+    """Ollama's words, then the catalog's names close to what was typed."""
+    message = f"pull model manifest: file does not exist: model '{target}' not found"
+    close = catalog.close_names(target)
+    return f"{message}; did you mean {' or '.join(close)}?" if close else message
 
 
 @router.post("/push", responses=doc(ProgressResponse, streams=True))
@@ -460,14 +465,31 @@ async def blob_upload(request: Request, digest: str) -> Response:
             yield chunk
 
     writer = loop.run_in_executor(None, lambda: store.write_blob(chunks(), digest))
+
+    async def feed(item: bytes | None) -> bool:
+        """Hand one chunk to the writer, unless the writer has already failed (disk full)."""
+        put = asyncio.ensure_future(queue.put(item))
+        await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+        return put.done() and not put.cancelled()
+
     try:
         async for chunk in request.stream():
-            if chunk:
-                await queue.put(chunk)
+            if chunk and not await feed(chunk):
+                break
     finally:
-        await queue.put(None)
-        try:
-            await writer
-        except DigestMismatch as exc:
-            return error(400, str(exc))  # noqa: B012 - the verdict on the bytes received
+        if not writer.done():
+            await feed(None)
+    try:
+        await writer
+    except DigestMismatch as exc:
+        return error(400, str(exc))
+    except OSError as exc:
+        return error(_storage_status(exc), f"could not store the blob: {exc.strerror or exc}")
     return Response(status_code=201)
+
+
+def _storage_status(exc: OSError) -> int:
+    """507 when the disk (or a file size limit) is full, 500 for any other write failure."""
+    return 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else 500

@@ -44,6 +44,7 @@ from roost.models.store import Manifest
 from roost.scheduler.runner import RunnerError
 from roost.scheduler.scheduler import QueueFull
 from roost.server import inference
+from roost.server.disconnect import ClientGone, unless_disconnected
 from roost.server.inference import BadRequest
 
 log = logging.getLogger("roost.server")
@@ -93,6 +94,8 @@ async def _guarded(fn: Callable[[], Any]) -> Response:
         return error(503, str(exc), headers={"retry-after": "1"})
     except RunnerError as exc:
         return error(exc.status, str(exc), headers={"x-should-retry": "false"})
+    except ClientGone:
+        return Response(status_code=499)  # nobody reads it: the status is for the access log
 
 
 # -- translating requests -------------------------------------------------------------------
@@ -298,28 +301,17 @@ def _event(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def _respond(stream: AsyncGenerator[Parsed | Done, None], model: str, chat: bool,
-                   streaming: bool, include_usage: bool) -> Response:
+async def _respond(request: Request, stream: AsyncGenerator[Parsed | Done, None], model: str,
+                   chat: bool, streaming: bool, include_usage: bool) -> Response:
     """Await the first item before answering, so a failure to start is a real HTTP error."""
+    answer = _Answer(model, chat, include_usage)
+    if not streaming:
+        whole, done = await unless_disconnected(request, inference.gather(stream))
+        return JSONResponse(answer.whole(whole, done))
     try:
         first = await anext(stream)
     except StopAsyncIteration as exc:
         raise RunnerError("the answer ended before it began") from exc
-    answer = _Answer(model, chat, include_usage)
-    if not streaming:
-        try:
-            whole, item = Parsed(), first
-            while not isinstance(item, Done):
-                whole.content += item.content
-                whole.thinking += item.thinking
-                whole.tool_calls += item.tool_calls
-                whole.logprobs += item.logprobs
-                item = await anext(stream)
-        except StopAsyncIteration as exc:
-            raise RunnerError("the answer ended early") from exc
-        finally:
-            await stream.aclose()
-        return JSONResponse(answer.whole(whole, item))
 
     async def events() -> AsyncIterator[bytes]:
         item: Parsed | Done = first
@@ -360,17 +352,17 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
         _check_n(body.n)
         ref = inference.resolve_model(request, body.model)
         tools, forced = _tool_choice(body.tools, body.tool_choice)
-        prompt = inference.render_chat(ref, _messages(ref, body.messages), tools=tools)
-        parser = inference.output_parser(ref, prompt, tools, None)
         max_tokens = (body.max_completion_tokens if body.max_completion_tokens is not None
                       else body.max_tokens)
-        req = inference.build_request(ref, prompt, _options(body, max_tokens),
+        req = inference.build_request(ref, "", _options(body, max_tokens),
                                       _keep_alive(body), forced or _format(body.response_format),
                                       defaults=DEFAULTS, logprobs=body.logprobs,
                                       top_logprobs=body.top_logprobs)
+        req.prompt = await inference.render_chat(ref, _messages(ref, body.messages), tools=tools)
+        parser = inference.output_parser(ref, req.prompt, tools, None)
         stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await _respond(stream, body.model, True, body.stream, include_usage)
+        return await _respond(request, stream, body.model, True, body.stream, include_usage)
 
     return await _guarded(run)
 
@@ -392,7 +384,7 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
         parser = inference.output_parser(ref, prompt, None, False)
         stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await _respond(stream, body.model, False, body.stream, include_usage)
+        return await _respond(request, stream, body.model, False, body.stream, include_usage)
 
     return await _guarded(run)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from roost.models.names import InvalidName, Name
+from roost.models.names import DEFAULT_HOST, InvalidName, Name
 from roost.models.store import MANIFEST_MEDIA_TYPE, Store, StoreError, parse_digest, wire_digest
 
 router = APIRouter(prefix="/v2", include_in_schema=False)
@@ -28,14 +28,20 @@ def _store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def _find(store: Store, ns: str, model: str, tag: str) -> Path | None:
-    for path in store.manifests.glob(f"*/{ns}/{model}/{tag}"):
-        if path.is_file():
-            return path
-    try:
-        return store.find_manifest_path(Name("registry.ollama.ai", ns, model, tag))
-    except InvalidName:
-        return None
+def _name(ns: str, model: str, tag: str = "latest", host: str = DEFAULT_HOST) -> Name:
+    """Every path part from the URL goes through the one name validator before any path is built."""
+    return Name.parse(f"{host}/{ns}/{model}:{tag}")
+
+
+def _bad_name(ns: str, model: str) -> JSONResponse:
+    return _error(400, "NAME_INVALID", f"invalid repository name: {ns}/{model}")
+
+
+def _find(store: Store, name: Name) -> Path | None:
+    """The manifest under any host directory: the URL names no host."""
+    for _, found in store.entries_named(name.namespace, name.model, name.tag):
+        return found
+    return store.find_manifest_path(name)
 
 
 @router.get("/")
@@ -45,7 +51,10 @@ async def base() -> Response:
 
 @router.api_route("/{ns}/{model}/manifests/{tag}", methods=["GET", "HEAD"])
 async def get_manifest(request: Request, ns: str, model: str, tag: str) -> Response:
-    path = _find(_store(request), ns, model, tag)
+    try:
+        path = _find(_store(request), _name(ns, model, tag))
+    except InvalidName:
+        return _bad_name(ns, model)
     if path is None:
         return _error(404, "MANIFEST_UNKNOWN", f"manifest unknown: {ns}/{model}:{tag}")
     raw = path.read_bytes()
@@ -57,6 +66,10 @@ async def get_manifest(request: Request, ns: str, model: str, tag: str) -> Respo
 
 @router.api_route("/{ns}/{model}/blobs/{digest}", methods=["GET", "HEAD"])
 async def get_blob(request: Request, ns: str, model: str, digest: str) -> Response:
+    try:
+        _name(ns, model)
+    except InvalidName:
+        return _bad_name(ns, model)
     try:
         path = _store(request).blob_path(digest)
     except StoreError:
@@ -78,6 +91,10 @@ def _uploads(store: Store) -> Path:
 
 @router.post("/{ns}/{model}/blobs/uploads/")
 async def start_upload(request: Request, ns: str, model: str) -> Response:
+    try:
+        _name(ns, model)
+    except InvalidName:
+        return _bad_name(ns, model)
     upload = uuid.uuid4().hex
     (_uploads(_store(request)) / upload).touch()
     location = str(request.url_for("patch_upload", ns=ns, model=model, upload=upload))
@@ -87,12 +104,16 @@ async def start_upload(request: Request, ns: str, model: str) -> Response:
 
 @router.patch("/{ns}/{model}/blobs/uploads/{upload}", name="patch_upload")
 async def patch_upload(request: Request, ns: str, model: str, upload: str) -> Response:
-    path = _upload_path(request, upload)
+    path = _upload_path(request, ns, model, upload)
     if path is None:
         return _error(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown")
-    with path.open("ab") as out:
-        async for chunk in request.stream():
-            out.write(chunk)
+    try:
+        with path.open("ab") as out:
+            async for chunk in request.stream():
+                out.write(chunk)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        return _error(507, "BLOB_UPLOAD_INVALID", f"could not store the upload: {exc.strerror or exc}")
     size = path.stat().st_size
     return Response(status_code=202, headers={"Location": str(request.url),
                                               "Range": f"0-{max(size - 1, 0)}"})
@@ -100,7 +121,7 @@ async def patch_upload(request: Request, ns: str, model: str, upload: str) -> Re
 
 @router.put("/{ns}/{model}/blobs/uploads/{upload}")
 async def finish_upload(request: Request, ns: str, model: str, upload: str) -> Response:
-    path = _upload_path(request, upload)
+    path = _upload_path(request, ns, model, upload)
     if path is None:
         return _error(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown")
     digest = request.query_params.get("digest", "")
@@ -118,6 +139,8 @@ async def finish_upload(request: Request, ns: str, model: str, upload: str) -> R
         _store(request).write_blob(chunks(), digest)  # type: ignore[arg-type]
     except StoreError as exc:
         return _error(400, "DIGEST_INVALID", str(exc))
+    except OSError as exc:
+        return _error(507, "BLOB_UPLOAD_INVALID", f"could not store the blob: {exc.strerror or exc}")
     finally:
         path.unlink(missing_ok=True)
     location = str(request.url_for("get_blob", ns=ns, model=model, digest=digest))
@@ -125,8 +148,12 @@ async def finish_upload(request: Request, ns: str, model: str, upload: str) -> R
                                               "Docker-Content-Digest": wire_digest(digest)})
 
 
-def _upload_path(request: Request, upload: str) -> Path | None:
-    if not upload.isalnum():
+def _upload_path(request: Request, ns: str, model: str, upload: str) -> Path | None:
+    try:
+        _name(ns, model)
+    except InvalidName:
+        return None
+    if not (upload.isascii() and upload.isalnum()):
         return None
     path = _uploads(_store(request)) / upload
     return path if path.is_file() else None
@@ -137,7 +164,7 @@ async def put_manifest(request: Request, ns: str, model: str, tag: str) -> Respo
     store = _store(request)
     raw = await request.body()
     try:
-        name = Name.parse(f"{request.headers.get('host', 'localhost')}/{ns}/{model}:{tag}")
+        name = _name(ns, model, tag, host=request.headers.get("host", "localhost"))
         store.put_raw(name, raw)
     except (ValueError, KeyError, InvalidName) as exc:
         return _error(400, "MANIFEST_INVALID", f"invalid manifest: {exc}")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import llama_cpp.llama_cpp as ll
 
+from roost.engines.llamacpp import cpu_buffers
+
 _LOG_LEVEL_WARN = 3
 _LOG_LEVEL_CONT = 5
 
@@ -38,6 +40,7 @@ class LoadOptions:
     num_batch: int = 512
     num_gpu: int = 0  # Ollama's num_gpu: layers to offload (-1 means all)
     embedding: bool = False
+    cpu_kernels: str = "all"  # cpu_buffers.MODES: which CPU buffer types may hold weights
 
 
 class Model:
@@ -46,6 +49,9 @@ class Model:
         ll.llama_log_set(_log, ctypes.c_void_p(0))
         mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = _gpu_layers(opts.num_gpu)
+        place = cpu_buffers.placement(opts.cpu_kernels, opts.path)
+        place.apply(mparams)
+        self.repacked = place.repacked
         self.model = ll.llama_model_load_from_file(str(opts.path).encode(), mparams)
         if not self.model:
             raise LoadError(f"llama.cpp could not load {opts.path.name}")
@@ -79,6 +85,29 @@ class Model:
         self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
         self.bos = ll.llama_vocab_bos(self.vocab)
         self._piece_buf = ctypes.create_string_buffer(256)
+
+    def warm_up(self) -> None:
+        """Decode a short prompt and one more token, then forget them.
+
+        The first llama_decode is where a CPU kernel the machine cannot run faults (AMX in a
+        VM that does not grant it), so it happens here, before the runner says ready, where the
+        server can fall back to other kernels. It also takes the first request's stall away.
+        """
+        tokens = self.tokenize("Hello, world")[: max(1, self.n_batch - 1)] or [self.bos]
+        batch = ll.llama_batch_init(len(tokens) + 1, 0, 1)
+        try:
+            for rows in (tokens, [tokens[-1]]):
+                start = 0 if rows is tokens else len(tokens)
+                for i, tok in enumerate(rows):
+                    batch.token[i], batch.pos[i] = tok, start + i
+                    batch.n_seq_id[i], batch.seq_id[i][0] = 1, 0
+                    batch.logits[i] = i == len(rows) - 1
+                batch.n_tokens = len(rows)
+                if ll.llama_decode(self.ctx, batch) != 0:
+                    raise LoadError("llama.cpp failed its warm-up decode")
+        finally:
+            ll.llama_batch_free(batch)
+            ll.llama_memory_clear(self.memory, True)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         data = text.encode("utf-8")

@@ -66,8 +66,8 @@ def build(vocab: Any, n_vocab: int, opts: dict[str, Any], grammar: str | None) -
     if min_p > 0:
         add(ll.llama_sampler_init_min_p(min_p, 1))
     add(ll.llama_sampler_init_temp(temperature))
-    seed = int(opts.get("seed", -1))
-    add(ll.llama_sampler_init_dist(seed if seed >= 0 else ll.LLAMA_DEFAULT_SEED))
+    seed = int(opts.get("seed", -1))  # llama.cpp takes 32 bits; negative: a random seed
+    add(ll.llama_sampler_init_dist(seed & 0xFFFFFFFF if seed >= 0 else ll.LLAMA_DEFAULT_SEED))
     return chain
 
 
