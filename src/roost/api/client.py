@@ -103,6 +103,14 @@ class Client:
         body = {"model": model, "prompt": "", "stream": False, "keep_alive": 0}
         return self._request("POST", "/api/generate", body)  # type: ignore[no-any-return]
 
+    def embed(self, model: str, input: str | builtins.list[str], **fields: Any) -> builtins.list[Any]:
+        body = {"model": model, "input": input, **_clean(fields)}
+        return builtins.list(self._request("POST", "/api/embed", body)["embeddings"])
+
+    def create(self, model: str, **fields: Any) -> dict[str, Any]:
+        body = {"model": model, "stream": False, **_clean(fields)}
+        return self._request("POST", "/api/create", body)  # type: ignore[no-any-return]
+
     def pull(self, model: str, insecure: bool = False) -> Iterator[dict[str, Any]]:
         return self._stream("/api/pull", {"model": model, "stream": True, "insecure": insecure})
 

@@ -27,7 +27,7 @@ def pull_with_progress(client: Client, model: str, insecure: bool = False,
             progress.update(event)
 
 
-def ensure_model(client: Client, model: str) -> None:
+def ensure_model(client: Client, model: str, insecure: bool = False) -> None:
     """Ollama's run: if the server does not know the model, pull it first."""
     from roost.api.client import ResponseError
 
@@ -36,4 +36,4 @@ def ensure_model(client: Client, model: str) -> None:
     except ResponseError as exc:
         if exc.status != 404:
             raise
-        pull_with_progress(client, model)
+        pull_with_progress(client, model, insecure)

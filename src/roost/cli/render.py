@@ -6,10 +6,12 @@ to stdout, progress and statistics to stderr. Colour only on a TTY and never wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
@@ -216,3 +218,16 @@ class PullProgress:
         if self.bar is not None:  # an error mid-transfer: leave the bars where they stopped
             self.bar.stop()
             self.bar = None
+
+
+@contextlib.contextmanager
+def spinner(text: str, err: IO[str] = sys.stderr) -> Iterator[None]:
+    """A spinner on a terminal while something slow happens (a load); nothing when piped."""
+    if not err.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    console = Console(file=err, no_color=not use_color(err))
+    with console.status(text, spinner="dots"):
+        yield

@@ -1,14 +1,16 @@
-"""`roost run MODEL [PROMPT]`: pull if missing, load, then answer one prompt or chat.
+"""`roost run [options] [MODEL] [PROMPT]`: pull if missing, load, then answer or chat.
 
 A prompt comes from the arguments, from piped standard input, or both (stdin first, as
-Ollama does). With no prompt on a terminal, a minimal chat loop keeps the conversation
-until /bye or Ctrl+D.
+Ollama does). With no prompt on a terminal (or with -c), the interactive shell opens. With
+--truncate or --dimensions, or on a model that only embeds, the answer is the embedding: a
+JSON array on stdout. Bad values are one line on stderr and exit 1.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -18,134 +20,193 @@ from roost.cli.main import handle_errors
 
 if TYPE_CHECKING:
     from roost.api.client import Client
+    from roost.cli.session import Session
+
+THINK_LEVELS = ("true", "false", "low", "medium", "high")
 
 
-@click.command(context_settings={"ignore_unknown_options": False})
-@click.argument("model")
+class _RunCommand(click.Command):
+    """`--think` alone means `--think=true`: its level is never taken from the next word,
+    which is the model's name in `roost run --think MODEL`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        fixed = []
+        for i, arg in enumerate(args):
+            nxt = args[i + 1] if i + 1 < len(args) else ""
+            fixed.append("--think=true" if arg == "--think" and nxt not in THINK_LEVELS else arg)
+        return super().parse_args(ctx, fixed)
+
+
+@click.command(cls=_RunCommand)
+@click.argument("model", required=False)
 @click.argument("prompt", nargs=-1)
-@click.option("--format", "fmt", help='Response format: "json" or a JSON schema.')
-@click.option("--keepalive", help='How long the model stays loaded (e.g. "5m", "-1").')
+@click.option("-c", "--chat", "chat", is_flag=True, help="Load the model, then open the chat shell.")
+@click.option("--format", "fmt", metavar="json|SCHEMA",
+              help='Response format: "json", or a JSON schema inline or in a file.')
+@click.option("--keepalive", metavar="DURATION", help='How long the model stays loaded ("5m", "-1").')
+@click.option("--system", metavar="TEXT", help="System prompt for this run.")
+@click.option("-o", "--option", "options", multiple=True, metavar="NAME=VALUE",
+              help="A model option (num_ctx=8192, temperature=0, stop=...); repeatable.")
+@click.option("--think", type=click.Choice(THINK_LEVELS), metavar="[=LEVEL]",
+              help="Let a thinking model think: true, false, low, medium or high.")
+@click.option("--hidethinking", is_flag=True, help="Think, but do not print the thinking.")
 @click.option("--verbose", is_flag=True, help="Print timings after each response.")
 @click.option("--nowordwrap", is_flag=True, help="Do not wrap long lines.")
+@click.option("--insecure", is_flag=True, help="Allow a plain-HTTP registry for the pull.")
+@click.option("--truncate/--no-truncate", default=None,
+              help="Embeddings: cut an input longer than the context (else refuse it).")
+@click.option("--dimensions", type=click.IntRange(min=1), help="Embeddings: keep this many dimensions.")
+@click.option("--experimental", is_flag=True, help="Agent loop: the model may run tools you approve.")
+@click.option("--experimental-websearch", is_flag=True, help="Agent loop: also a web search tool.")
+@click.option("--experimental-yolo", is_flag=True, help="Agent loop: run tools without asking.")
 @handle_errors
-def run(model: str, prompt: tuple[str, ...], fmt: str | None, keepalive: str | None,
-        verbose: bool, nowordwrap: bool) -> None:
+def run(model: str | None, prompt: tuple[str, ...], chat: bool, fmt: str | None,
+        keepalive: str | None, system: str | None, options: tuple[str, ...], think: str | None,
+        hidethinking: bool, verbose: bool, nowordwrap: bool, insecure: bool,
+        truncate: bool | None, dimensions: int | None, experimental: bool,
+        experimental_websearch: bool, experimental_yolo: bool) -> None:
     """Run a model: answer PROMPT, or chat when none is given."""
-    text = " ".join(prompt)
-    piped = not sys.stdin.isatty()
-    if piped:
-        stdin_text = sys.stdin.read()
-        text = f"{stdin_text}\n\n{text}" if text and stdin_text else (stdin_text or text)
+    from roost.cli.session import Session, Settings
+
+    settings = Settings(options=parse_options(options), system=system, format=parse_format(fmt),
+                        think=parse_think(think, hidethinking), hide_thinking=hidethinking,
+                        keepalive=check_keepalive(keepalive), verbose=verbose,
+                        wordwrap=not nowordwrap)
+    text = _prompt_text(prompt)
+    terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    if chat and not terminal:
+        raise click.UsageError("-c/--chat opens the chat shell, which needs a terminal")
     client = connect()
-    ensure_model(client, model)
-    session = Session(client, model, _format(fmt), keepalive, verbose,
-                      nowordwrap or piped)
-    if text or piped or not sys.stdout.isatty():
+    model = model or _choose_model(client, terminal)
+    ensure_model(client, model, insecure)
+    if truncate is not None or dimensions is not None or _embeds_only(client, model):
+        _embed(client, model, text, truncate, dimensions, keepalive)
+        return
+    session = Session(client, model, settings)
+    if not sys.stdout.isatty() or not sys.stdin.isatty():
+        settings.wordwrap = False
+    if experimental or experimental_websearch or experimental_yolo:
+        from roost.cli.agent import run_agent
+
+        run_agent(session, text, websearch=experimental_websearch, yolo=experimental_yolo)
+        return
+    if (text or not terminal) and not chat:
         session.ask(text)
         return
+    _open_shell(session, text)
+
+
+def _open_shell(session: Session, first: str) -> None:
+    from roost.cli.shell import run_shell
+
     session.load()
-    session.loop()
+    _print_history(session)
+    if first:
+        session.ask(first)
+    run_shell(session)
 
 
-def _format(fmt: str | None) -> Any:
-    if not fmt or fmt == "json":
-        return fmt
+def _print_history(session: Session) -> None:
+    """The Modelfile's MESSAGE layers (a saved conversation) open the chat, as Ollama shows them."""
+    for message in session.client.show(session.model).get("messages") or []:
+        role, content = message.get("role"), message.get("content") or ""
+        if role == "user":
+            sys.stdout.write(f">>> {content}\n")
+        elif role == "assistant":
+            sys.stdout.write(f"{content}\n\n")
+
+
+def _prompt_text(prompt: tuple[str, ...]) -> str:
+    text = " ".join(prompt)
+    if not sys.stdin.isatty():
+        stdin_text = sys.stdin.read()
+        text = f"{stdin_text}\n\n{text}" if text and stdin_text else (stdin_text or text)
+    return text
+
+
+def _choose_model(client: Client, terminal: bool) -> str:
+    names = [m["name"] for m in client.list()]
+    if not terminal:
+        raise click.UsageError("no model given: name one, as in `roost run MODEL`")
+    if not names:
+        raise click.UsageError("no models in the store yet: `roost run qwen2.5-coder:0.5b` pulls one")
+    from prompt_toolkit.shortcuts import choice
+
+    return str(choice("Select a model:", options=[(n, n) for n in names]))
+
+
+def _embeds_only(client: Client, model: str) -> bool:
+    caps = client.show(model).get("capabilities") or []
+    return "embedding" in caps and "completion" not in caps
+
+
+def _embed(client: Client, model: str, text: str, truncate: bool | None,
+           dimensions: int | None, keepalive: str | None) -> None:
+    vectors = client.embed(model, text, truncate=truncate, dimensions=dimensions, keep_alive=keepalive)
+    sys.stdout.write(json.dumps(vectors[0] if vectors else []) + "\n")
+
+
+def parse_options(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs as Ollama options, checked as the server checks them."""
+    from roost.core import OptionError, check_options
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="-o/--option")
+        value = parse_value(raw)
+        name = name.strip()
+        if name == "stop":
+            options.setdefault("stop", []).extend(value if isinstance(value, list) else [str(raw)])
+        else:
+            options[name] = value
     try:
-        return json.loads(fmt)
+        check_options(options)
+    except OptionError as exc:
+        raise click.BadParameter(str(exc), param_hint="-o/--option") from exc
+    return options
+
+
+def parse_value(raw: str) -> Any:
+    """A number, true/false or JSON where the text is one, else the text itself."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def parse_format(fmt: str | None) -> Any:
+    if not fmt or fmt == "json":
+        return fmt or None
+    text = fmt
+    if not fmt.lstrip().startswith("{"):
+        try:
+            text = Path(fmt).read_text()
+        except OSError as exc:
+            raise click.BadParameter(f'must be "json", a JSON schema, or a schema file ({exc.strerror})',
+                                     param_hint="--format") from exc
+    try:
+        schema = json.loads(text)
     except ValueError as exc:
         raise click.BadParameter("must be \"json\" or a JSON schema", param_hint="--format") from exc
+    if not isinstance(schema, dict):
+        raise click.BadParameter("a JSON schema is an object", param_hint="--format")
+    return schema
 
 
-class Session:
-    """One conversation with a model: messages so far, and how to print answers."""
+def parse_think(think: str | None, hide: bool) -> bool | str | None:
+    if think is None:
+        return True if hide else None
+    return {"true": True, "false": False}.get(think, think)
 
-    def __init__(self, client: Client, model: str, fmt: Any, keepalive: str | None,
-                 verbose: bool, nowordwrap: bool) -> None:
-        self.client = client
-        self.model = model
-        self.fmt = fmt
-        self.keepalive = keepalive
-        self.verbose = verbose
-        self.nowordwrap = nowordwrap
-        self.messages: list[dict[str, Any]] = []
 
-    def load(self) -> None:
-        self.client.load(self.model, self.keepalive)
+def check_keepalive(value: str | None) -> str | None:
+    from roost.durations import parse_duration
 
-    def ask(self, text: str) -> None:
-        from roost.cli.render import WrapWriter, wrap_width
-
-        self.messages.append({"role": "user", "content": text})
-        out = WrapWriter(sys.stdout, wrap_width(self.nowordwrap))
-        reply: list[str] = []
-        final: dict[str, Any] = {}
+    if value is not None:
         try:
-            for chunk in self.client.chat(self.model, self.messages, format=self.fmt,
-                                          keep_alive=self.keepalive):
-                piece = (chunk.get("message") or {}).get("content", "")
-                if piece:
-                    reply.append(piece)
-                    out.write(piece)
-                if chunk.get("done"):
-                    final = chunk
-        finally:
-            out.close()
-        if reply and not "".join(reply).endswith("\n"):
-            sys.stdout.write("\n")
-        sys.stdout.flush()
-        self.messages.append({"role": "assistant", "content": "".join(reply)})
-        if self.verbose and final:
-            _print_stats(final)
-
-    def loop(self) -> None:
-        while True:
-            try:
-                line = input(">>> ")
-            except EOFError:
-                sys.stdout.write("\n")
-                return
-            except KeyboardInterrupt:
-                sys.stdout.write("\nUse Ctrl + d or /bye to exit.\n")
-                continue
-            text = line.strip()
-            if not text:
-                continue
-            if text in ("/bye", "/exit"):
-                return
-            if text == "/clear":
-                self.messages.clear()
-                sys.stdout.write("Cleared session context\n")
-                continue
-            if text.startswith("/"):
-                sys.stdout.write(f"Unknown command '{text.split()[0]}'. Type /? for help\n")
-                continue
-            try:
-                self.ask(text)
-            except KeyboardInterrupt:
-                self.messages.pop()  # the unanswered question
-                sys.stdout.write("\n")
-            sys.stdout.write("\n")
-
-
-def _print_stats(final: dict[str, Any]) -> None:
-    def dur(ns: int) -> str:
-        seconds = ns / 1e9
-        return f"{seconds * 1000:.2f}ms" if seconds < 1 else f"{seconds:.3f}s"
-
-    def rate(count: int, ns: int) -> str:
-        return f"{count / (ns / 1e9):.2f} tokens/s" if ns else "n/a"
-
-    pc, pd = final.get("prompt_eval_count", 0), final.get("prompt_eval_duration", 0)
-    ec, ed = final.get("eval_count", 0), final.get("eval_duration", 0)
-    rows = [
-        ("total duration", dur(final.get("total_duration", 0))),
-        ("load duration", dur(final.get("load_duration", 0))),
-        ("prompt eval count", f"{pc} token(s)"),
-        ("prompt eval duration", dur(pd)),
-        ("prompt eval rate", rate(pc, pd)),
-        ("eval count", f"{ec} token(s)"),
-        ("eval duration", dur(ed)),
-        ("eval rate", rate(ec, ed)),
-    ]
-    for name, value in rows:
-        sys.stderr.write(f"{name + ':':<22}{value}\n")
+            parse_duration(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--keepalive") from exc
+    return value

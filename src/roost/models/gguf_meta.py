@@ -9,12 +9,13 @@ in the model's config blob.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from gguf import GGUFValueType, LlamaFileType
+from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
 
 _MAGIC = b"GGUF"
 _SCALARS: dict[GGUFValueType, str] = {
@@ -33,10 +34,18 @@ class GGUFError(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    type_name: str  # ggml's name for it: Q4_K, Q8_0, F32, ...
+    shape: tuple[int, ...]  # ggml order: ne[0] first
+
+
 @dataclass
 class GGUFMeta:
     kv: dict[str, Any] = field(default_factory=dict)
     n_params: int = 0
+    tensors: list[TensorInfo] = field(default_factory=list)
 
     @property
     def architecture(self) -> str:
@@ -124,12 +133,17 @@ def read(path: Path, want_tokens: bool = True) -> tuple[GGUFMeta, list[str] | No
                 value = []
             meta.kv[key] = value
         for _ in range(n_tensors):
-            _read_str(f)
-            n_dims = _read(f, "<I")
-            count = 1
-            for _ in range(n_dims):
-                count *= _read(f, "<Q")
-            _read(f, "<I")  # ggml type
+            name = _read_str(f)
+            shape = tuple(_read(f, "<Q") for _ in range(_read(f, "<I")))
+            ggml_type = _read(f, "<I")
             _read(f, "<Q")  # offset
-            meta.n_params += count
+            meta.n_params += math.prod(shape)
+            meta.tensors.append(TensorInfo(name, _type_name(ggml_type), shape))
     return meta, tokens
+
+
+def _type_name(ggml_type: int) -> str:
+    try:
+        return GGMLQuantizationType(ggml_type).name
+    except ValueError:
+        return str(ggml_type)

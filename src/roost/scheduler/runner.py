@@ -79,8 +79,11 @@ class Runner:
     @classmethod
     async def spawn(cls, spec: RunnerSpec, log: IO[bytes] | None = None) -> Runner:
         parent, child = socket.socketpair()
+        # Tests only: a scripted stand-in that speaks the same protocol, for what no small
+        # model shows reliably (tool calls, thinking). Nothing else sets it.
+        module = os.environ.get("ROOST_TEST_RUNNER_MODULE") or "roost.scheduler.runner_main"
         cmd = [
-            sys.executable, "-m", "roost.scheduler.runner_main",
+            sys.executable, "-m", module,
             "--fd", str(child.fileno()), "--model", str(spec.model_path),
             "--num-ctx", str(spec.num_ctx), "--num-parallel", str(spec.num_parallel),
             "--num-threads", str(spec.num_threads), "--num-gpu", str(spec.num_gpu),

@@ -118,9 +118,11 @@ def _format(fmt: Any) -> Any:
 
 async def render_chat(ref: ModelRef, messages: list[dict[str, Any]],
                       tools: list[dict[str, Any]] | None = None, template: str | None = None,
-                      think: Any = None) -> str:
+                      think: Any = None, history: bool = False) -> str:
     """Render in the template sandbox's worker processes: bounded in memory and time, and
     off the event loop, since a template may come from the request itself."""
+    if history and ref.messages:  # the Modelfile's MESSAGE layers start the conversation
+        messages = [*ref.messages, *messages]
     if ref.system and not any(m.get("role") == "system" for m in messages):
         messages = [{"role": "system", "content": ref.system}, *messages]
     try:

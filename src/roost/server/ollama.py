@@ -193,7 +193,8 @@ async def chat(request: Request, body: ChatRequest) -> Response:
         messages = [_message_dict(m.model_dump(exclude_none=True)) for m in body.messages]
         req = inference.build_request(ref, "", body.options, body.keep_alive, body.format,
                                       logprobs=body.logprobs, top_logprobs=body.top_logprobs)
-        req.prompt = await inference.render_chat(ref, messages, tools=body.tools, think=body.think)
+        req.prompt = await inference.render_chat(ref, messages, tools=body.tools, think=body.think,
+                                                 history=True)
         parser = inference.output_parser(ref, req.prompt, body.tools, body.think)
         stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
         return await _respond(request, stream, body.model, body.stream, _chat_shape)

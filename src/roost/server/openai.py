@@ -358,7 +358,8 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
                                       _keep_alive(body), forced or _format(body.response_format),
                                       defaults=DEFAULTS, logprobs=body.logprobs,
                                       top_logprobs=body.top_logprobs)
-        req.prompt = await inference.render_chat(ref, _messages(ref, body.messages), tools=tools)
+        req.prompt = await inference.render_chat(ref, _messages(ref, body.messages), tools=tools,
+                                                 history=True)
         parser = inference.output_parser(ref, req.prompt, tools, None)
         stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

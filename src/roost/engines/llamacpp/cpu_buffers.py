@@ -122,25 +122,34 @@ def placement(mode: str, gguf_path: Path) -> Placement:
     if not names:
         return Placement(False)
     array = (_Override * 2)()
-    pattern = "^(" + "|".join(re.escape(n) for n in names) + ")$"
-    array[0].pattern, array[0].buft = pattern.encode(), repack
+    array[0].pattern, array[0].buft = _pattern(names).encode(), repack
     array[1].pattern, array[1].buft = None, None
     return Placement(False, array, len(names))
 
 
+def _pattern(names: list[str]) -> str:
+    """One short regex for the names: llama.cpp compiles it again for every tensor it loads,
+    so `blk.(2|4|5).ffn_down.weight` rather than an alternation of every full name."""
+    layers: dict[str, list[str]] = {}
+    whole: list[str] = []
+    for name in names:
+        m = re.match(r"^blk\.(\d+)\.(.+)$", name)
+        if m:
+            layers.setdefault(m.group(2), []).append(m.group(1))
+        else:
+            whole.append(re.escape(name))
+    parts = whole + [rf"blk\.({'|'.join(ids)})\.{re.escape(rest)}" for rest, ids in layers.items()]
+    return "^(" + "|".join(parts) + ")$"
+
+
 def _repackable(gguf_path: Path, features: set[str]) -> list[str]:
     """Weights CPU_REPACK would take on its own: 2-D matmul weights of a repackable type."""
-    from gguf import GGUFReader  # the runner only: numpy comes with it
+    from roost.models.gguf_meta import read  # a fast header walk (gguf's reader takes seconds)
 
-    reader = GGUFReader(gguf_path)
-    names = []
-    for tensor in reader.tensors:
-        needs = _REPACK_TYPES_X86.get(tensor.tensor_type.name)
-        shape = [int(d) for d in tensor.shape]  # ggml order: ne[0], ne[1]
-        if (needs in features and _MATMUL_WEIGHT.match(tensor.name) and len(shape) == 2
-                and shape[1] % 8 == 0):
-            names.append(tensor.name)
-    return names
+    meta, _ = read(gguf_path, want_tokens=False)
+    return [t.name for t in meta.tensors
+            if _REPACK_TYPES_X86.get(t.type_name) in features and _MATMUL_WEIGHT.match(t.name)
+            and len(t.shape) == 2 and t.shape[1] % 8 == 0]
 
 
 __all__ = ["MODES", "Placement", "cpu_features", "extra_buffer_types", "placement"]

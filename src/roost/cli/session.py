@@ -1,0 +1,106 @@
+"""One conversation with a model, as `roost run` and its shell hold it.
+
+The session keeps the messages and what the user has set (options, system prompt, format,
+think, output style) and sends each turn through the same typed client a script would use.
+A turn that is interrupted leaves nothing behind: the question is taken back.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from roost.cli.answer import AnswerPrinter
+from roost.cli.render import wrap_width
+
+if TYPE_CHECKING:
+    from roost.api.client import Client
+
+
+@dataclass
+class Settings:
+    options: dict[str, Any] = field(default_factory=dict)
+    system: str | None = None
+    format: Any = None
+    think: bool | str | None = None
+    hide_thinking: bool = False
+    keepalive: str | None = None
+    verbose: bool = False
+    wordwrap: bool = True
+    history: bool = True
+
+
+class Session:
+    def __init__(self, client: Client, model: str, settings: Settings | None = None) -> None:
+        self.client = client
+        self.model = model
+        self.settings = settings or Settings()
+        self.messages: list[dict[str, Any]] = []
+
+    def load(self) -> None:
+        """Load the model before the first prompt, with a spinner on a terminal."""
+        from roost.cli.render import spinner
+
+        with spinner("Loading the model"):
+            self.client.load(self.model, self.settings.keepalive)
+
+    def request_messages(self) -> list[dict[str, Any]]:
+        system = self.settings.system
+        return ([{"role": "system", "content": system}] if system else []) + self.messages
+
+    def ask(self, text: str) -> dict[str, Any]:
+        """Send one user turn, print the answer as it streams; return the final chunk."""
+        self.messages.append({"role": "user", "content": text})
+        s = self.settings
+        printer = AnswerPrinter(sys.stdout, wrap_width(not s.wordwrap), s.hide_thinking)
+        reply: dict[str, Any] = {"role": "assistant", "content": ""}
+        final: dict[str, Any] = {}
+        try:
+            for chunk in self.client.chat(self.model, self.request_messages(), format=s.format,
+                                          keep_alive=s.keepalive, options=s.options or None,
+                                          think=s.think):
+                message = chunk.get("message") or {}
+                printer.chunk(message)
+                reply["content"] += message.get("content") or ""
+                if message.get("tool_calls"):
+                    reply.setdefault("tool_calls", []).extend(message["tool_calls"])
+                if chunk.get("done"):
+                    final = chunk
+        except BaseException:
+            printer.close()
+            self.messages.pop()  # the unanswered question
+            raise
+        printer.close()
+        self.messages.append(reply)
+        if s.verbose and final:
+            print_stats(final)
+        return final
+
+    def clear(self) -> None:
+        self.messages.clear()
+
+
+def print_stats(final: dict[str, Any]) -> None:
+    """Ollama's --verbose lines, on stderr so that stdout stays the answer."""
+    def dur(ns: int) -> str:
+        seconds = ns / 1e9
+        return f"{seconds * 1000:.2f}ms" if seconds < 1 else f"{seconds:.3f}s"
+
+    def rate(count: int, ns: int) -> str:
+        return f"{count / (ns / 1e9):.2f} tokens/s" if ns else "n/a"
+
+    pc, pd = final.get("prompt_eval_count", 0), final.get("prompt_eval_duration", 0)
+    ec, ed = final.get("eval_count", 0), final.get("eval_duration", 0)
+    rows = [
+        ("total duration", dur(final.get("total_duration", 0))),
+        ("load duration", dur(final.get("load_duration", 0))),
+        ("prompt eval count", f"{pc} token(s)"),
+        ("prompt eval duration", dur(pd)),
+        ("prompt eval rate", rate(pc, pd)),
+        ("eval count", f"{ec} token(s)"),
+        ("eval duration", dur(ed)),
+        ("eval rate", rate(ec, ed)),
+    ]
+    for name, value in rows:
+        sys.stderr.write(f"{name + ':':<22}{value}\n")
