@@ -46,11 +46,13 @@ ALLOWED_HOSTS = Setting("ROOST_ALLOWED_HOSTS", "", "Extra Host names accepted on
                         "(name or .suffix, comma-separated; .local and .internal only if listed)")
 CPU_KERNELS = Setting("ROOST_CPU_KERNELS", "auto", "CPU buffer types for weights: auto (fall back "
                       "if the runner faults while loading, and remember), all, no-amx, none")
+WEBSEARCH_URL = Setting("ROOST_WEBSEARCH_URL", "", "Search endpoint for `roost run --experimental-websearch`"
+                        ", e.g. http://127.0.0.1:8080/search?q={query}")
 
 SETTINGS: tuple[Setting, ...] = (
     HOST, HOME, KEEP_ALIVE, NUM_PARALLEL, MAX_LOADED, MAX_QUEUE,
     CONTEXT_LENGTH, NUM_THREADS, ORIGINS, EDITOR, NOHISTORY,
-    API_KEY, ALLOW_UNAUTHENTICATED, ALLOWED_HOSTS, CPU_KERNELS,
+    API_KEY, ALLOW_UNAUTHENTICATED, ALLOWED_HOSTS, CPU_KERNELS, WEBSEARCH_URL,
 )
 KEY_FILE = "api_key"
 

@@ -46,7 +46,7 @@ class AnswerPrinter:
             self._end_thinking()
             self.text.close()
             fn = call.get("function") or {}
-            args = json.dumps(fn.get("arguments") or {}, ensure_ascii=False)
+            args = json.dumps(fn.get("arguments") or {})  # escaped: no bidi or control text
             lead = "" if self.wrote in ("", "\n") else "\n"
             self._raw(f"{lead}Tool call: {fn.get('name', '?')}({args})\n")
             self.wrote = "\n"

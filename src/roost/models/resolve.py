@@ -79,7 +79,14 @@ class ModelRef:
 
     @property
     def capabilities(self) -> list[str]:
-        return list(self.config.get("capabilities") or ["completion"])
+        """As Ollama: tools and thinking follow from the template the model is prompted with,
+        so a Modelfile's TEMPLATE can give them (or take them away)."""
+        caps = list(self.config.get("capabilities") or ["completion"])
+        if self.template is None:
+            return caps
+        caps = [c for c in caps if c not in ("tools", "thinking")]
+        caps += [cap for cap, mark in (("tools", "tools"), ("thinking", "<think>")) if mark in self.template]
+        return caps
 
 
 def resolve(store: Store, name: str) -> ModelRef:
