@@ -7,10 +7,12 @@ to stdout, progress and statistics to stderr. Colour only on a TTY and never wit
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
@@ -221,13 +223,32 @@ class PullProgress:
 
 
 @contextlib.contextmanager
-def spinner(text: str, err: IO[str] = sys.stderr) -> Iterator[None]:
-    """A spinner on a terminal while something slow happens (a load); nothing when piped."""
-    if not err.isatty():
+def spinner(text: str, err: IO[str] = sys.stderr, delay: float = 0.5) -> Iterator[None]:
+    """A spinner on a terminal while something slow happens (a load, a long prompt).
+
+    It appears only after `delay`, so a quick answer never flickers, and erases itself; on a
+    pipe or a dumb terminal nothing is drawn.
+    """
+    if not err.isatty() or os.environ.get("TERM", "dumb") == "dumb":
         yield
         return
-    from rich.console import Console
+    stop = threading.Event()
 
-    console = Console(file=err, no_color=not use_color(err))
-    with console.status(text, spinner="dots"):
+    def spin() -> None:
+        if stop.wait(delay):
+            return
+        for frame in itertools.cycle("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"):
+            err.write(f"\r{frame} {text}")
+            err.flush()
+            if stop.wait(0.1):
+                err.write("\r\x1b[K")
+                err.flush()
+                return
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
         yield
+    finally:
+        stop.set()
+        thread.join()

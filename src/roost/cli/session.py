@@ -7,12 +7,13 @@ A turn that is interrupted leaves nothing behind: the question is taken back.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from roost.cli.answer import AnswerPrinter
-from roost.cli.render import wrap_width
+from roost.cli.render import spinner, wrap_width
 
 if TYPE_CHECKING:
     from roost.api.client import Client
@@ -40,8 +41,6 @@ class Session:
 
     def load(self) -> None:
         """Load the model before the first prompt, with a spinner on a terminal."""
-        from roost.cli.render import spinner
-
         with spinner("Loading the model"):
             self.client.load(self.model, self.settings.keepalive)
 
@@ -56,10 +55,13 @@ class Session:
         printer = AnswerPrinter(sys.stdout, wrap_width(not s.wordwrap), s.hide_thinking)
         reply: dict[str, Any] = {"role": "assistant", "content": ""}
         final: dict[str, Any] = {}
+        waiting = contextlib.ExitStack()
+        waiting.enter_context(spinner(""))  # until the first piece: a load or a long prompt
         try:
             for chunk in self.client.chat(self.model, self.request_messages(), format=s.format,
                                           keep_alive=s.keepalive, options=s.options or None,
                                           think=s.think):
+                waiting.close()
                 message = chunk.get("message") or {}
                 printer.chunk(message)
                 reply["content"] += message.get("content") or ""
@@ -68,9 +70,11 @@ class Session:
                 if chunk.get("done"):
                     final = chunk
         except BaseException:
+            waiting.close()
             printer.close()
             self.messages.pop()  # the unanswered question
             raise
+        waiting.close()
         printer.close()
         self.messages.append(reply)
         if s.verbose and final:
