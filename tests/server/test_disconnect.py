@@ -64,5 +64,6 @@ CASES = [
 @pytest.mark.parametrize("path,body", CASES, ids=[f"{p} stream={b['stream']}" for p, b in CASES])
 def test_hanging_up_frees_the_slot(one_slot: Server, path: str, body: dict) -> None:
     _send_and_hang_up(one_slot, path, body, after=1.5)
-    # The next request starts within about a second of the hang-up, not after 3000 tokens.
-    assert _next_request_seconds(one_slot) < 6
+    # The next request starts within about a second of the hang-up, not after the 3000 tokens
+    # (a minute or more here); the bound leaves room for a loaded machine.
+    assert _next_request_seconds(one_slot) < 20

@@ -22,7 +22,7 @@ from roost import __version__, config
 from roost.chat import sandbox
 from roost.models.store import Store
 from roost.scheduler.scheduler import Scheduler
-from roost.server import ollama, openai, registry
+from roost.server import ollama, ollama_models, openai, registry
 from roost.server.body import BodyLimits
 from roost.server.security import ALLOWED_HEADERS, ApiKey, HostGuard
 
@@ -76,6 +76,7 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
         return "Roost is running"
 
     app.include_router(ollama.router)
+    app.include_router(ollama_models.router)
     app.include_router(openai.router)
     app.include_router(registry.router)
     return app

@@ -1,8 +1,10 @@
-"""Dialect-free generation: resolve the model, render its prompt, run it on the scheduler.
+"""Dialect-free generation: resolve the model, check the request, render, run, parse.
 
-Each API router turns its request into `Prepared` via these helpers and consumes the same
-stream of text pieces and a final `Done`. Errors raised before the first piece become HTTP
-statuses; the routers turn later ones into their dialect's in-stream error.
+Every router translates its request into one `Turn` and calls `start`, which does all the
+checking before any runner is touched and returns the answer as one stream: `Parsed` parts
+(content, thinking, tool calls) and a final `Done`. Errors raised before the first part map
+onto HTTP statuses through `failure`; each router encodes the stream and the errors in its
+own dialect.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from roost.core import (
 )
 from roost.durations import parse_duration
 from roost.models.names import InvalidName
-from roost.models.resolve import ModelRef, resolve
+from roost.models.resolve import ModelRef, NotFound, resolve
 from roost.scheduler.runner import RunnerError
-from roost.scheduler.scheduler import Scheduler
+from roost.scheduler.scheduler import QueueFull, Scheduler
 
 log = logging.getLogger("roost.server")
 
@@ -43,9 +45,55 @@ class BadRequest(ValueError):
 
 
 @dataclass
-class Prepared:
-    ref: ModelRef
-    request: CoreRequest
+class Turn:
+    """One generation, as any dialect asks for it."""
+
+    model: str
+    messages: list[dict[str, Any]] | None = None  # chat: rendered by the model's template
+    prompt: str = ""  # generate and completions: the user's text
+    raw: bool = False  # the prompt goes to the model as it is
+    system: str | None = None
+    template: str | None = None  # a request's own template (Ollama's generate)
+    tools: list[dict[str, Any]] | None = None
+    think: Any = None
+    format: Any = None
+    options: dict[str, Any] | None = None
+    defaults: dict[str, Any] | None = None  # the dialect's sampling defaults
+    keep_alive: Any = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    history: bool = False  # the Modelfile's MESSAGE layers start the conversation (chat)
+
+
+async def start(request: Request, turn: Turn) -> AsyncGenerator[Parsed | Done, None]:
+    """Check everything, render the prompt, and start the answer; raise before any runner."""
+    ref = resolve_model(request, turn.model)
+    req = build_request(ref, "", turn.options, turn.keep_alive, turn.format, turn.defaults,
+                        logprobs=turn.logprobs, top_logprobs=turn.top_logprobs)
+    if turn.raw:
+        req.prompt = turn.prompt
+    else:
+        messages = turn.messages
+        if messages is None:
+            messages = [{"role": "system", "content": turn.system}] if turn.system else []
+            messages.append({"role": "user", "content": turn.prompt})
+        req.prompt = await render_chat(ref, messages, tools=turn.tools, template=turn.template,
+                                       think=turn.think, history=turn.history)
+    parser = output_parser(ref, req.prompt, turn.tools, turn.think)
+    return parsed(generate(scheduler(request), ref, req), parser)
+
+
+def failure(exc: Exception) -> tuple[int, str, dict[str, str]] | None:
+    """The status, message and headers of an error raised before an answer starts."""
+    if isinstance(exc, BadRequest):
+        return 400, str(exc), {}
+    if isinstance(exc, NotFound):
+        return 404, str(exc), {}
+    if isinstance(exc, QueueFull):
+        return 503, str(exc), {"retry-after": "1"}
+    if isinstance(exc, RunnerError):
+        return exc.status, str(exc), {}
+    return None
 
 
 def scheduler(request: Request) -> Scheduler:

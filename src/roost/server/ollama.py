@@ -1,13 +1,13 @@
-"""Ollama's native API (`/api/*`), with Ollama's field names, status codes and NDJSON streams.
+"""Ollama's generation routes (`/api/generate`, `/api/chat`, `/api/embed`, `/api/embeddings`).
 
-Routes only translate: a request becomes a core request (server.inference), and the core
-stream becomes Ollama's chunks. Durations are integer nanoseconds, timestamps RFC 3339.
+Routes only translate: a request becomes an `inference.Turn`, and the answer's stream becomes
+Ollama's chunks (NDJSON, or one object). Durations are integer nanoseconds, timestamps RFC
+3339. The model routes are in ollama_models.py; both share the error mapping here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -16,38 +16,23 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from roost import __version__
 from roost.api.responses import (
     ChatResponse,
     EmbeddingsResponse,
     EmbedResponse,
     GenerateResponse,
-    ListResponse,
-    ProcessResponse,
-    ProgressResponse,
-    ShowResponse,
-    VersionResponse,
     doc,
 )
 from roost.api.types import (
     ChatRequest,
-    CopyRequest,
-    CreateRequest,
     EmbeddingsRequest,
     EmbedRequest,
     GenerateRequest,
-    ModelRequest,
 )
 from roost.chat.parse import Parsed
 from roost.core import Done
-from roost.models import catalog, transfer
-from roost.models.create import CreateError, Spec, copy, create
-from roost.models.names import DEFAULT_HOST, InvalidName, Name
-from roost.models.pull import ModelNotFound, pull
-from roost.models.resolve import ModelRef, NotFound
-from roost.models.store import DigestMismatch, StoreError, parse_digest
+from roost.models.resolve import ModelRef
 from roost.scheduler.runner import RunnerError
-from roost.scheduler.scheduler import QueueFull
 from roost.server import inference
 from roost.server.disconnect import ClientGone, unless_disconnected
 from roost.server.inference import BadRequest
@@ -64,20 +49,18 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _guarded(fn: Callable[[], Any]) -> Response:
+async def guarded(fn: Callable[[], Any]) -> Response:
     """Map the errors that happen before a response starts onto Ollama's statuses."""
     try:
         return await fn()  # type: ignore[no-any-return]
-    except BadRequest as exc:
-        return error(400, str(exc))
-    except NotFound as exc:
-        return error(404, str(exc))
-    except QueueFull as exc:
-        return JSONResponse({"error": str(exc)}, status_code=503, headers={"retry-after": "1"})
-    except RunnerError as exc:
-        return error(exc.status, str(exc))
     except ClientGone:
         return Response(status_code=499)  # nobody reads it: the status is for the access log
+    except Exception as exc:
+        known = inference.failure(exc)
+        if known is None:
+            raise
+        status, message, headers = known
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 # -- generation -----------------------------------------------------------------------------
@@ -108,13 +91,13 @@ async def _respond(
         try:
             while item is not None:
                 if isinstance(item, Done):
-                    yield _line(_final(model, item, started, shape(Parsed())))
+                    yield ndjson_line(_final(model, item, started, shape(Parsed())))
                     return
-                yield _line({"model": model, "created_at": now_rfc3339(), **shape(item),
+                yield ndjson_line({"model": model, "created_at": now_rfc3339(), **shape(item),
                              "done": False})
                 item = await anext(stream)
         except (RunnerError, StopAsyncIteration) as exc:
-            yield _line({"error": str(exc) or "the stream ended early"})
+            yield ndjson_line({"error": str(exc) or "the stream ended early"})
         finally:
             await stream.aclose()
 
@@ -139,7 +122,7 @@ def _chat_shape(p: Parsed) -> dict[str, Any]:
     return {"message": message, **({"logprobs": p.logprobs} if p.logprobs else {})}
 
 
-def _line(obj: dict[str, Any]) -> bytes:
+def ndjson_line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
@@ -155,51 +138,40 @@ async def _load_response(request: Request, ref: ModelRef, keep_alive: Any,
 @router.post("/generate", responses=doc(GenerateResponse, streams=True))
 async def generate(request: Request, body: GenerateRequest) -> Response:
     async def run() -> Response:
-        ref = inference.resolve_model(request, body.model)
-        if body.images:
-            raise BadRequest(f"model '{ref.name}' does not support images")
         if not body.prompt and not body.suffix:
+            ref = inference.resolve_model(request, body.model)
             return await _load_response(request, ref, body.keep_alive, {"response": ""})
+        if body.images:
+            raise BadRequest(f"model '{body.model}' does not support images")
         if body.raw and (body.template or body.system or body.context):
             raise BadRequest("raw mode does not support template, system, or context")
-        req = inference.build_request(ref, "", body.options, body.keep_alive, body.format,
-                                      logprobs=body.logprobs, top_logprobs=body.top_logprobs)
-        if body.raw:
-            req.prompt = body.prompt
-        else:
-            messages = []
-            if body.system:
-                messages.append({"role": "system", "content": body.system})
-            messages.append({"role": "user", "content": body.prompt})
-            req.prompt = await inference.render_chat(ref, messages, template=body.template,
-                                                     think=body.think)
-        parser = inference.output_parser(ref, req.prompt, None, body.think)
-        stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
+        stream = await inference.start(request, inference.Turn(
+            body.model, prompt=body.prompt, raw=body.raw, system=body.system,
+            template=body.template, think=body.think, format=body.format, options=body.options,
+            keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs))
         return await _respond(request, stream, body.model, body.stream, _generate_shape)
 
-    return await _guarded(run)
+    return await guarded(run)
 
 
 @router.post("/chat", responses=doc(ChatResponse, streams=True))
 async def chat(request: Request, body: ChatRequest) -> Response:
     async def run() -> Response:
-        ref = inference.resolve_model(request, body.model)
         if not body.messages:
+            ref = inference.resolve_model(request, body.model)
             return await _load_response(
                 request, ref, body.keep_alive, {"message": {"role": "assistant", "content": ""}}
             )
         if any(m.images for m in body.messages):
-            raise BadRequest(f"model '{ref.name}' does not support images")
-        messages = [_message_dict(m.model_dump(exclude_none=True)) for m in body.messages]
-        req = inference.build_request(ref, "", body.options, body.keep_alive, body.format,
-                                      logprobs=body.logprobs, top_logprobs=body.top_logprobs)
-        req.prompt = await inference.render_chat(ref, messages, tools=body.tools, think=body.think,
-                                                 history=True)
-        parser = inference.output_parser(ref, req.prompt, body.tools, body.think)
-        stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
+            raise BadRequest(f"model '{body.model}' does not support images")
+        stream = await inference.start(request, inference.Turn(
+            body.model, messages=[_message_dict(m.model_dump(exclude_none=True)) for m in body.messages],
+            tools=body.tools, think=body.think, format=body.format, options=body.options,
+            keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs,
+            history=True))
         return await _respond(request, stream, body.model, body.stream, _chat_shape)
 
-    return await _guarded(run)
+    return await guarded(run)
 
 
 @router.post("/embed", responses=doc(EmbedResponse))
@@ -216,7 +188,7 @@ async def embed(request: Request, body: EmbedRequest) -> Response:
         return JSONResponse({"model": body.model, "embeddings": vectors, "total_duration": total,
                              "load_duration": load_ns, "prompt_eval_count": count})
 
-    return await _guarded(run)
+    return await guarded(run)
 
 
 @router.post("/embeddings", responses=doc(EmbeddingsResponse))
@@ -228,7 +200,7 @@ async def embeddings(request: Request, body: EmbeddingsRequest) -> Response:
                                               body.options, body.keep_alive)
         return JSONResponse({"embedding": vectors[0] if vectors else []})
 
-    return await _guarded(run)
+    return await guarded(run)
 
 
 def _message_dict(m: dict[str, Any]) -> dict[str, Any]:
@@ -238,259 +210,3 @@ def _message_dict(m: dict[str, Any]) -> dict[str, Any]:
         if isinstance(args, dict):
             call["function"]["arguments"] = args  # templates take the object
     return m
-
-
-# -- models ---------------------------------------------------------------------------------
-
-def _model_entry(ref_name: Name, ref: ModelRef) -> dict[str, Any]:
-    return {
-        "name": str(ref_name), "model": str(ref_name),
-        "modified_at": ref.manifest.modified_at.isoformat().replace("+00:00", "Z"),
-        "size": ref.manifest.size, "digest": ref.id, "details": ref.details,
-    }
-
-
-@router.api_route("/tags", methods=["GET", "HEAD"], responses=doc(ListResponse))
-async def tags(request: Request) -> Response:
-    store = request.app.state.store
-    models = [_model_entry(name, ModelRef(name, manifest, store))
-              for name, manifest in store.entries()]
-    return JSONResponse({"models": models})
-
-
-@router.post("/show", responses=doc(ShowResponse))
-async def show(request: Request, body: ModelRequest) -> Response:
-    async def run() -> Response:
-        ref = inference.resolve_model(request, body.target)
-        params = ref.params
-        return JSONResponse({
-            "license": ref.license or "",
-            "modelfile": _modelfile(ref),
-            "parameters": _parameters_text(params),
-            "template": ref.template or "",
-            "system": ref.system or "",
-            "details": ref.details,
-            "messages": ref.messages,
-            "model_info": ref.config.get("model_info") or {},
-            "capabilities": ref.capabilities,
-            "modified_at": ref.manifest.modified_at.isoformat().replace("+00:00", "Z"),
-        })
-
-    return await _guarded(run)
-
-
-def _parameters_text(params: dict[str, Any]) -> str:
-    rows = []
-    for key, value in params.items():
-        for v in value if isinstance(value, list) else [value]:
-            rows.append(f"{key:<30} {json.dumps(v) if isinstance(v, str) else v}")
-    return "\n".join(rows)
-
-
-def _modelfile(ref: ModelRef) -> str:
-    lines = [f"# Modelfile generated by \"roost show\"\nFROM {ref.weights}"]
-    if ref.template:
-        lines.append(f'TEMPLATE """{ref.template}"""')
-    if ref.system:
-        lines.append(f'SYSTEM """{ref.system}"""')
-    for row in _parameters_text(ref.params).splitlines():
-        lines.append(f"PARAMETER {row}")
-    return "\n".join(lines) + "\n"
-
-
-@router.get("/ps", responses=doc(ProcessResponse))
-async def ps(request: Request) -> Response:
-    models = []
-    for loaded in inference.scheduler(request).loaded.values():
-        expires = loaded.expires_at
-        until = (datetime.fromtimestamp(expires, UTC) if expires != float("inf")
-                 else datetime(2318, 1, 1, tzinfo=UTC))
-        models.append({
-            **_model_entry(loaded.ref.name, loaded.ref),
-            "size": loaded.runner.size,
-            "expires_at": until.isoformat().replace("+00:00", "Z"),
-            "size_vram": loaded.runner.size if loaded.runner.gpu_layers else 0,
-            "context_length": loaded.num_ctx,
-        })
-    return JSONResponse({"models": models})
-
-
-@router.api_route("/version", methods=["GET", "HEAD"], responses=doc(VersionResponse))
-async def version() -> Response:
-    # `server` tells Roost's CLI apart from an Ollama server on the same port.
-    return JSONResponse({"version": __version__, "server": "roost"})
-
-
-@router.delete("/delete")
-async def delete(request: Request, body: ModelRequest) -> Response:
-    async def run() -> Response:
-        ref = inference.resolve_model(request, body.target)
-        await inference.scheduler(request).unload(ref)
-        request.app.state.store.delete(ref.name)
-        return JSONResponse({})
-
-    return await _guarded(run)
-
-
-@router.post("/pull", responses=doc(ProgressResponse, streams=True))
-async def pull_model(request: Request, body: ModelRequest) -> Response:
-    try:
-        name = Name.parse(body.target)
-    except InvalidName as exc:
-        return error(400, str(exc))
-    store = request.app.state.store
-    if catalog.find(name) is not None:
-        return await _progress_response(lambda report: pull(store, name, report),
-                                        body.stream)
-    if name.host == DEFAULT_HOST:
-        return error(404, _not_found(body.target))
-    return await _progress_response(
-        lambda report: transfer.pull(store, name, body.insecure, report), body.stream)
-
-
-def _not_found(target: str) -> str:
-    """Ollama's words, then the catalog's names close to what was typed."""
-    message = f"pull model manifest: file does not exist: model '{target}' not found"
-    close = catalog.close_names(target)
-    return f"{message}; did you mean {' or '.join(close)}?" if close else message
-
-
-@router.post("/push", responses=doc(ProgressResponse, streams=True))
-async def push_model(request: Request, body: ModelRequest) -> Response:
-    try:
-        name = Name.parse(body.target)
-    except InvalidName as exc:
-        return error(400, str(exc))
-    store = request.app.state.store
-    if store.get(name) is None:
-        return error(404, f"model '{body.target}' not found")
-    return await _progress_response(
-        lambda report: transfer.push(store, name, body.insecure, report), body.stream)
-
-
-async def _progress_response(work: Callable[[Callable[[dict[str, Any]], None]], None],
-                             stream: bool) -> Response:
-    """Run a store operation in a thread; stream its status events as NDJSON (or the last)."""
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-
-    def report(event: dict[str, Any]) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, event)
-
-    def run() -> None:
-        try:
-            work(report)
-        except (NotFound, InvalidName) as exc:
-            report({"error": str(exc), "_status": 404 if isinstance(exc, NotFound) else 400})
-        except transfer.RegistryError as exc:
-            report({"error": str(exc), "_status": exc.status})
-        except (CreateError, ModelNotFound, catalog.PartsMissing, StoreError, OSError,
-                ValueError) as exc:
-            report({"error": str(exc), "_status": 400 if isinstance(exc, CreateError) else 500})
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    task = loop.run_in_executor(None, run)
-
-    async def events() -> AsyncIterator[dict[str, Any]]:
-        while (event := await queue.get()) is not None:
-            yield event
-        await task
-
-    if not stream:
-        last: dict[str, Any] = {}
-        async for event in events():
-            last = event
-        return JSONResponse({k: v for k, v in last.items() if k != "_status"},
-                            status_code=int(last.get("_status", 200)))
-
-    async def lines() -> AsyncIterator[bytes]:
-        async for event in events():
-            yield _line({k: v for k, v in event.items() if k != "_status"})
-
-    return StreamingResponse(lines(), media_type=NDJSON)
-
-
-@router.post("/create", responses=doc(ProgressResponse, streams=True))
-async def create_model(request: Request, body: CreateRequest) -> Response:
-    if body.adapters or body.quantize:
-        return error(400, "adapters and quantize are not supported yet")
-    try:
-        Name.parse(body.model)
-    except InvalidName as exc:
-        return error(400, str(exc))
-    spec = Spec(name=body.model, base=body.from_, files=body.files or {},
-                template=body.template, system=body.system, license=body.license,
-                parameters=body.parameters or {}, messages=body.messages)
-    store = request.app.state.store
-    return await _progress_response(lambda report: create(store, spec, report),
-                                    body.stream)
-
-
-@router.post("/copy")
-async def copy_model(request: Request, body: CopyRequest) -> Response:
-    async def run() -> Response:
-        try:
-            copy(request.app.state.store, body.source, body.destination)
-        except InvalidName as exc:
-            raise BadRequest(str(exc)) from exc
-        return JSONResponse({})
-
-    return await _guarded(run)
-
-
-@router.head("/blobs/{digest}")
-async def blob_exists(request: Request, digest: str) -> Response:
-    try:
-        found = request.app.state.store.has_blob(digest)
-    except StoreError as exc:
-        return error(400, str(exc))
-    return Response(status_code=200 if found else 404)
-
-
-@router.post("/blobs/{digest}", status_code=201)
-async def blob_upload(request: Request, digest: str) -> Response:
-    """Stream the body into the store; the digest is verified before the blob is kept."""
-    try:
-        parse_digest(digest)
-    except StoreError as exc:
-        return error(400, str(exc))
-    store = request.app.state.store
-    if store.has_blob(digest):
-        return Response(status_code=201)
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=16)
-
-    def chunks() -> Any:
-        while (chunk := asyncio.run_coroutine_threadsafe(queue.get(), loop).result()) is not None:
-            yield chunk
-
-    writer = loop.run_in_executor(None, lambda: store.write_blob(chunks(), digest))
-
-    async def feed(item: bytes | None) -> bool:
-        """Hand one chunk to the writer, unless the writer has already failed (disk full)."""
-        put = asyncio.ensure_future(queue.put(item))
-        await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
-        return put.done() and not put.cancelled()
-
-    try:
-        async for chunk in request.stream():
-            if chunk and not await feed(chunk):
-                break
-    finally:
-        if not writer.done():
-            await feed(None)
-    try:
-        await writer
-    except DigestMismatch as exc:
-        return error(400, str(exc))
-    except OSError as exc:
-        return error(_storage_status(exc), f"could not store the blob: {exc.strerror or exc}")
-    return Response(status_code=201)
-
-
-def _storage_status(exc: OSError) -> int:
-    """507 when the disk (or a file size limit) is full, 500 for any other write failure."""
-    return 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else 500

@@ -39,10 +39,9 @@ from roost.api.openai_types import (
 from roost.chat.parse import Parsed
 from roost.core import KNOWN_OPTIONS, Done
 from roost.models.names import InvalidName, Name
-from roost.models.resolve import ModelRef, NotFound, resolve
+from roost.models.resolve import NotFound, resolve
 from roost.models.store import Manifest
 from roost.scheduler.runner import RunnerError
-from roost.scheduler.scheduler import QueueFull
 from roost.server import inference
 from roost.server.disconnect import ClientGone, unless_disconnected
 from roost.server.inference import BadRequest
@@ -86,16 +85,16 @@ async def _guarded(fn: Callable[[], Any]) -> Response:
     """
     try:
         return await fn()  # type: ignore[no-any-return]
-    except BadRequest as exc:
-        return error(400, str(exc))
-    except NotFound as exc:
-        return error(404, str(exc))
-    except QueueFull as exc:
-        return error(503, str(exc), headers={"retry-after": "1"})
-    except RunnerError as exc:
-        return error(exc.status, str(exc), headers={"x-should-retry": "false"})
     except ClientGone:
         return Response(status_code=499)  # nobody reads it: the status is for the access log
+    except Exception as exc:
+        known = inference.failure(exc)
+        if known is None:
+            raise
+        status, message, headers = known
+        if isinstance(exc, RunnerError):
+            headers = {**headers, "x-should-retry": "false"}
+        return error(status, message, headers=headers)
 
 
 # -- translating requests -------------------------------------------------------------------
@@ -162,7 +161,7 @@ def _tool_choice(tools: list[dict[str, Any]] | None,
     raise BadRequest(f"invalid tool_choice {choice!r}")
 
 
-def _content(ref: ModelRef, content: str | list[ContentPart] | None) -> str:
+def _content(model: str, content: str | list[ContentPart] | None) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     texts = []
@@ -170,7 +169,7 @@ def _content(ref: ModelRef, content: str | list[ContentPart] | None) -> str:
         if part.type == "text":
             texts.append(part.text or "")
         elif part.type in _IMAGE_PARTS:
-            raise BadRequest(f"model '{ref.name}' does not support images")
+            raise BadRequest(f"model '{model}' does not support images")
         else:
             raise BadRequest(f"content part type '{part.type}' is not supported")
     return "\n".join(texts)
@@ -186,12 +185,12 @@ def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
     return {**call, "function": function}
 
 
-def _messages(ref: ModelRef, messages: list[ChatMessage]) -> list[dict[str, Any]]:
+def _messages(model: str, messages: list[ChatMessage]) -> list[dict[str, Any]]:
     out = []
     for m in messages:
         role = m.role.lower()
         item: dict[str, Any] = {"role": "system" if role == "developer" else role,
-                                "content": _content(ref, m.content)}
+                                "content": _content(model, m.content)}
         if m.tool_calls:
             item["tool_calls"] = [_tool_call(c) for c in m.tool_calls]
         if m.tool_call_id:
@@ -350,18 +349,14 @@ def _stream_error(message: str) -> dict[str, Any]:
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     async def run() -> Response:
         _check_n(body.n)
-        ref = inference.resolve_model(request, body.model)
         tools, forced = _tool_choice(body.tools, body.tool_choice)
         max_tokens = (body.max_completion_tokens if body.max_completion_tokens is not None
                       else body.max_tokens)
-        req = inference.build_request(ref, "", _options(body, max_tokens),
-                                      _keep_alive(body), forced or _format(body.response_format),
-                                      defaults=DEFAULTS, logprobs=body.logprobs,
-                                      top_logprobs=body.top_logprobs)
-        req.prompt = await inference.render_chat(ref, _messages(ref, body.messages), tools=tools,
-                                                 history=True)
-        parser = inference.output_parser(ref, req.prompt, tools, None)
-        stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
+        stream = await inference.start(request, inference.Turn(
+            body.model, messages=_messages(body.model, body.messages), tools=tools,
+            format=forced or _format(body.response_format), options=_options(body, max_tokens),
+            defaults=DEFAULTS, keep_alive=_keep_alive(body), logprobs=body.logprobs,
+            top_logprobs=body.top_logprobs, history=True))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _respond(request, stream, body.model, True, body.stream, include_usage)
 
@@ -377,13 +372,10 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
             if len(prompt) != 1:
                 raise BadRequest("prompt: only a single string prompt is supported")
             prompt = prompt[0]
-        ref = inference.resolve_model(request, body.model)
-        req = inference.build_request(ref, prompt, _options(body, body.max_tokens),
-                                      _keep_alive(body), None, defaults=DEFAULTS,
-                                      logprobs=body.logprobs is not None,
-                                      top_logprobs=body.logprobs)
-        parser = inference.output_parser(ref, prompt, None, False)
-        stream = inference.parsed(inference.generate(inference.scheduler(request), ref, req), parser)
+        stream = await inference.start(request, inference.Turn(
+            body.model, prompt=prompt, raw=True, options=_options(body, body.max_tokens),
+            defaults=DEFAULTS, keep_alive=_keep_alive(body), think=False,
+            logprobs=body.logprobs is not None, top_logprobs=body.logprobs))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _respond(request, stream, body.model, False, body.stream, include_usage)
 
