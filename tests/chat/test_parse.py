@@ -97,3 +97,29 @@ def test_bare_json_that_is_not_a_call_stays_content() -> None:
     assert out.content == text and not out.tool_calls
     prose = run(OutputParser(tools=True, think=False, tool_names=NAMES), ["It is ", "sunny."])
     assert prose.content == "It is sunny."
+
+
+def test_json_naming_another_tool_streams_at_once() -> None:
+    from roost.chat.parse import OutputParser
+
+    p = OutputParser(tools=True, think=False, tool_names=frozenset({"list_dir"}))
+    assert p.feed("```json\n{").content == ""  # could still be a call
+    assert p.feed('\n  "name": "cat"').content == '```json\n{\n  "name": "cat"'
+    assert p.feed(', "arguments": {}}').content == ', "arguments": {}}'
+
+
+def test_a_long_held_answer_streams_as_text() -> None:
+    from roost.chat.parse import MAX_HELD, OutputParser
+
+    p = OutputParser(tools=True, think=False, tool_names=frozenset({"list_dir"}))
+    assert p.feed("[" + "1, " * 10).content == ""
+    assert p.feed("2, " * MAX_HELD).content.startswith("[1, ")
+
+
+def test_a_bare_call_of_an_offered_tool_is_still_a_call() -> None:
+    from roost.chat.parse import OutputParser
+
+    p = OutputParser(tools=True, think=False, tool_names=frozenset({"list_dir"}))
+    assert not p.feed('{"name": "list_dir", ').content
+    assert not p.feed('"arguments": {"path": "/tmp"}}').content
+    assert p.finish().tool_calls[0]["function"]["name"] == "list_dir"

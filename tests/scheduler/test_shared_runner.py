@@ -48,3 +48,23 @@ def test_a_copy_and_a_variant_share_the_runner_and_unload_alone(pulled: Server) 
         finally:
             c.request("DELETE", "/api/delete", json={"model": "shared-copy:1"})
             c.request("DELETE", "/api/delete", json={"model": "shared-variant:1"})
+
+
+def test_a_bigger_context_waits_for_the_runner_and_reloads(pulled: Server) -> None:
+    """Asked while another request runs, a larger num_ctx is not quietly served in the smaller."""
+    import threading
+
+    with pulled.client() as c:
+        c.post("/api/generate", json={"model": MODEL, "keep_alive": 0})
+        c.post("/api/generate", json={"model": MODEL, "keep_alive": "5m"})
+        small = {m["name"]: m["context_length"] for m in c.get("/api/ps").json()["models"]}[MODEL]
+        busy = threading.Thread(target=lambda: pulled.client().post("/api/generate", json={
+            "model": MODEL, "prompt": "Count to twenty.", "stream": False, "options": greedy(40)}))
+        busy.start()
+        r = c.post("/api/generate", json={"model": MODEL, "prompt": "Say hi.", "stream": False,
+                                          "options": {**greedy(4), "num_ctx": small * 2}})
+        busy.join(120)
+        assert r.status_code == 200, r.text
+        ctx = {m["name"]: m["context_length"] for m in c.get("/api/ps").json()["models"]}[MODEL]
+        assert ctx == small * 2
+        c.post("/api/generate", json={"model": MODEL, "keep_alive": 0})

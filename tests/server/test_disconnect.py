@@ -58,10 +58,20 @@ CASES = [
                               "messages": [{"role": "user", "content": LONG}]}),
     ("/v1/completions", {"model": MODEL, "prompt": LONG, "max_tokens": 3000, "temperature": 0,
                          "stream": True}),
+    # Tools offered and JSON that calls one: the answer is held back and written only at the
+    # end, so the disconnect must be noticed without a failed write.
+    ("/api/chat", {"model": MODEL, "stream": True, "options": {"num_predict": 3000, "temperature": 0},
+                   "tools": [{"type": "function", "function": {"name": "count", "parameters": {
+                       "type": "object", "properties": {"numbers": {"type": "array"}}}}}],
+                   "format": {"type": "object", "required": ["name", "arguments"], "properties": {
+                       "name": {"const": "count"}, "arguments": {"type": "object", "required": ["numbers"],
+                       "properties": {"numbers": {"type": "array", "items": {"type": "integer"}}}}}},
+                   "messages": [{"role": "user", "content": LONG + " Call count with them."}]}),
 ]
 
 
-@pytest.mark.parametrize("path,body", CASES, ids=[f"{p} stream={b['stream']}" for p, b in CASES])
+@pytest.mark.parametrize("path,body", CASES, ids=[f"{p} stream={b['stream']}{' tools' * ('tools' in b)}"
+                                                 for p, b in CASES])
 def test_hanging_up_frees_the_slot(one_slot: Server, path: str, body: dict) -> None:
     _send_and_hang_up(one_slot, path, body, after=1.5)
     # The next request starts within about a second of the hang-up, not after the 3000 tokens

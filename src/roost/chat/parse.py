@@ -7,18 +7,22 @@ piece. A tool call is emitted whole, when its closing tag arrives.
 
 Some models (qwen2.5-coder among them) answer a tool request with bare JSON, sometimes in
 a code fence, instead of the tags. When tools were offered and the answer opens that way,
-it is held until the end and becomes tool calls if it names an offered tool.
+it is held while it can still be such a call (it names no other tool, and is short) and
+becomes tool calls at the end if it names an offered tool; otherwise it streams as text.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from roost.textscan import partial_suffix
 
 THINK = ("<think>", "</think>")
+MAX_HELD = 4096  # characters of a possible bare tool call held back before it streams as text
+_NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
 TOOL = ("<tool_call>", "</tool_call>")
 
 
@@ -53,9 +57,11 @@ class OutputParser:
         out = Parsed()
         if self.tool_names and not self.started and self.inside is None:
             head = self.buffer.lstrip()
-            if not head or head[0] in "{[" or head.startswith("```") or "```".startswith(head):
+            if (not head or head[0] in "{[" or head.startswith("```") or "```".startswith(head)) \
+                    and self._may_be_bare_call(head):
                 self.bare_json = bool(head)
                 return out  # wait: this may be a tool call without tags
+            self.bare_json = False
             self.started = True
         while self.buffer:
             if self.inside is None:
@@ -64,6 +70,14 @@ class OutputParser:
             elif not self._within(out):
                 break
         return out
+
+    def _may_be_bare_call(self, head: str) -> bool:
+        """Hold an answer back only while it can still become a call of an offered tool:
+        JSON (or code) that names another tool, or is long already, streams as text."""
+        if len(head) > MAX_HELD:
+            return False
+        name = _NAME.search(head)
+        return name is None or name.group(1) in self.tool_names
 
     def finish(self) -> Parsed:
         """The stream ended: whatever is held back is plain text (or unfinished thinking)."""

@@ -58,6 +58,15 @@ class AnswerPrinter:
                       "...done thinking.\n\n")
             self.wrote, self.thought = "\n", True
 
+    def abort(self) -> None:
+        """The answer was cut off: drop the word held back for wrapping, end any dim."""
+        self.text.word = ""
+        if self.thinking is not None:
+            self.thinking.word = ""
+        if self.color:
+            self._raw(RESET)
+        self.out.flush()
+
     def close(self) -> None:
         self._end_thinking()
         self.text.close()

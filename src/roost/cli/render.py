@@ -112,7 +112,7 @@ def _relative(when: datetime, future: bool) -> str:
             phrase = f"{n} {unit}{'s' if n != 1 else ''}"
             break
     else:
-        return "Less than a second" if not future else "Less than a second from now"
+        return "Less than a second ago" if not future else "Less than a second from now"
     if n == 1 and unit != "second":
         phrase = f"{'an' if unit == 'hour' else 'a'} {unit}"
     return f"{phrase} from now" if future else f"{phrase} ago"

@@ -47,7 +47,7 @@ class _RunCommand(click.Command):
 @click.option("--system", metavar="TEXT", help="System prompt for this run.")
 @click.option("-o", "--option", "options", multiple=True, metavar="NAME=VALUE",
               help="A model option (num_ctx=8192, temperature=0, stop=...); repeatable.")
-@click.option("--think", type=click.Choice(THINK_LEVELS), metavar="[=LEVEL]",
+@click.option("--think", type=click.Choice(THINK_LEVELS), metavar="LEVEL",
               help="Let a thinking model think: true, false, low, medium or high.")
 @click.option("--hidethinking", is_flag=True, help="Think, but do not print the thinking.")
 @click.option("--verbose", is_flag=True, help="Print timings after each response.")
@@ -108,12 +108,19 @@ def _open_shell(session: Session, first: str) -> None:
 
 def _print_history(session: Session) -> None:
     """The Modelfile's MESSAGE layers (a saved conversation) open the chat, as Ollama shows them."""
+    from roost.cli.answer import AnswerPrinter
+    from roost.cli.render import wrap_width
+
+    width = wrap_width(not session.settings.wordwrap)
     for message in session.client.show(session.model).get("messages") or []:
-        role, content = message.get("role"), message.get("content") or ""
+        role = message.get("role")
         if role == "user":
-            sys.stdout.write(f">>> {content}\n")
+            sys.stdout.write(f">>> {message.get('content') or ''}\n")
         elif role == "assistant":
-            sys.stdout.write(f"{content}\n\n")
+            printer = AnswerPrinter(sys.stdout, width, session.settings.hide_thinking)
+            printer.chunk(message)
+            printer.close()
+            sys.stdout.write("\n")
 
 
 def _prompt_text(prompt: tuple[str, ...]) -> str:

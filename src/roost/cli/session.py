@@ -71,7 +71,7 @@ class Session:
                     final = chunk
         except BaseException:
             waiting.close()
-            printer.close()
+            printer.abort()
             self.messages.pop()  # the unanswered question
             raise
         waiting.close()

@@ -11,6 +11,7 @@ This module is imported only when the shell opens, so prompt_toolkit is imported
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -27,7 +28,18 @@ from roost import config
 if TYPE_CHECKING:
     from roost.cli.session import Session
 
-PLACEHOLDER = FormattedText([("dim", "Send a message (/? for help)")])
+PLACEHOLDER = "Send a message (/? for help)"
+MULTILINE_PLACEHOLDER = 'Use """ to end multi-line input'
+
+
+def _placeholder(text: str) -> FormattedText:
+    """Dim on a terminal that may have colour; plain with NO_COLOR."""
+    return FormattedText([("" if os.environ.get("NO_COLOR") else "fg:ansibrightblack", text)])
+
+
+def _continuation(width: int, line_number: int, is_soft_wrap: int) -> str:
+    """`... ` before a line the user started; nothing before a long line's wrapped part."""
+    return "" if is_soft_wrap else "... "
 QUOTES = '"""'
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "gif", "webp")
 _EXT = "|".join(IMAGE_EXTENSIONS)
@@ -106,7 +118,7 @@ class Shell:
         session.settings.history = session.settings.history and not config.NOHISTORY.get()
         self.history = ShellHistory(config.home() / "history", lambda: self.session.settings.history)
         self.prompt: PromptSession[str] = PromptSession(
-            history=self.history, key_bindings=key_bindings(), prompt_continuation="... ",
+            history=self.history, key_bindings=key_bindings(), prompt_continuation=_continuation,
             enable_history_search=False,
         )
         self.mode: str | None = None  # inside \"\"\": "prompt" or "system"
@@ -148,8 +160,9 @@ class Shell:
     def read(self, prefill: str = "") -> str:
         try:
             if self.mode:
-                return self.prompt.prompt("... ", placeholder=None, default=prefill)
-            return self.prompt.prompt(">>> ", placeholder=PLACEHOLDER, default=prefill)
+                return self.prompt.prompt("... ", placeholder=_placeholder(MULTILINE_PLACEHOLDER),
+                                          default=prefill)
+            return self.prompt.prompt(">>> ", placeholder=_placeholder(PLACEHOLDER), default=prefill)
         finally:
             self.history.say_warning()
 
@@ -199,6 +212,8 @@ class Shell:
                   "was not sent")
             return
         self.session.ask(text)
+        sys.stdout.write("\n")  # a blank line before the next prompt, as Ollama's shell
+        sys.stdout.flush()
 
     def capabilities(self) -> list[str]:
         model = self.session.model

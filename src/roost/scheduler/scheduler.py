@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from roost import config
 from roost.durations import parse_duration
@@ -60,6 +60,8 @@ class Scheduler:
         self.loaded: dict[str, Loaded] = {}  # by model name
         self.runners: dict[Path, Runner] = {}  # by weights: a copy or a variant shares it
         self._locks: dict[Path, asyncio.Lock] = {}
+        self._idle: dict[Path, asyncio.Event] = {}  # set when a runner's last request ends
+        self._tasks: set[asyncio.Future[None]] = set()
         self._log = log
         home = home or config.home()
         self._factory = runner_factory or (
@@ -99,8 +101,12 @@ class Scheduler:
         async with self._locks.setdefault(weights, asyncio.Lock()):
             want_ctx = _context(ref, num_ctx)
             runner = self.runners.get(weights)
-            if runner and (not runner.alive or
-                           (want_ctx > runner.n_ctx and self._users(runner) == 0)):
+            while runner and runner.alive and want_ctx > runner.n_ctx and self._users(runner):
+                # A bigger context needs a reload: wait until the runner's requests are done,
+                # as Ollama does, rather than serve this one in a context too small for it.
+                await self._idle.setdefault(weights, asyncio.Event()).wait()
+                runner = self.runners.get(weights)
+            if runner and (not runner.alive or want_ctx > runner.n_ctx):
                 await self._stop_runner(runner)
                 runner = None
             if runner is None:
@@ -127,15 +133,26 @@ class Scheduler:
         loaded.last_used = time.monotonic()
         if loaded.refcount > 0:
             return
+        if not self._users(loaded.runner):
+            for weights in [w for w, r in self.runners.items() if r is loaded.runner]:
+                event = self._idle.pop(weights, None)
+                if event is not None:
+                    event.set()
         if not loaded.runner.alive:
-            asyncio.ensure_future(self._unload(loaded))
+            self._background(self._unload(loaded))
             return
         loaded.expires_at = _expiry(loaded.keep_alive)
         if loaded.keep_alive >= 0:
             loop = asyncio.get_running_loop()
             loaded.timer = loop.call_later(
-                loaded.keep_alive, lambda: asyncio.ensure_future(self._expire(loaded))
+                loaded.keep_alive, lambda: self._background(self._expire(loaded))
             )
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """A task kept until it ends: asyncio holds only weak references to running tasks."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _expire(self, loaded: Loaded) -> None:
         if loaded.refcount == 0 and self.loaded.get(loaded.key) is loaded:

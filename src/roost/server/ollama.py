@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from roost.api.responses import (
     ChatResponse,
@@ -34,7 +34,7 @@ from roost.core import Done
 from roost.models.resolve import ModelRef
 from roost.scheduler.runner import RunnerError
 from roost.server import inference
-from roost.server.disconnect import ClientGone, unless_disconnected
+from roost.server.disconnect import ClientGone, WatchedStreamingResponse, unless_disconnected
 from roost.server.inference import BadRequest
 
 router = APIRouter(prefix="/api")
@@ -101,7 +101,7 @@ async def _respond(
         finally:
             await stream.aclose()
 
-    return StreamingResponse(lines(), media_type=NDJSON)
+    return WatchedStreamingResponse(lines(), media_type=NDJSON)
 
 
 def _generate_shape(p: Parsed) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from roost.api.openai_types import (
     ChatCompletion,
@@ -43,7 +43,7 @@ from roost.models.resolve import NotFound, resolve
 from roost.models.store import Manifest
 from roost.scheduler.runner import RunnerError
 from roost.server import inference
-from roost.server.disconnect import ClientGone, unless_disconnected
+from roost.server.disconnect import ClientGone, WatchedStreamingResponse, unless_disconnected
 from roost.server.inference import BadRequest
 
 log = logging.getLogger("roost.server")
@@ -335,7 +335,7 @@ async def _respond(request: Request, stream: AsyncGenerator[Parsed | Done, None]
         finally:
             await stream.aclose()
 
-    return StreamingResponse(events(), media_type=SSE,
+    return WatchedStreamingResponse(events(), media_type=SSE,
                              headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
