@@ -101,3 +101,26 @@ def test_saved_messages_start_the_conversation(pulled: Server) -> None:
         assert r.returncode == 0 and "ZANZIBAR" in r.stdout.upper(), r.stdout
     finally:
         roost(pulled, "rm", "remembers:1")
+
+
+def test_no_model_on_a_terminal_offers_the_store(pulled: Server) -> None:
+    import pexpect
+
+    env = {**pulled.env(), "PROMPT_TOOLKIT_NO_CPR": "1"}
+    child = pexpect.spawn(sys.executable, ["-m", "roost", "run"], env=env, encoding="utf-8",
+                          dimensions=(24, 100), timeout=60)
+    child.expect("Select a model")
+    child.expect(MODEL)
+    child.send("\x1b")  # Esc leaves, as Ctrl+C does
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    child = pexpect.spawn(sys.executable, ["-m", "roost", "run"], env=env, encoding="utf-8",
+                          dimensions=(24, 100), timeout=60)
+    child.expect(MODEL)
+    child.send("\r")  # the first (most recent) model
+    child.expect(">>> ")
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

@@ -19,7 +19,7 @@ def pull(model: str, insecure: bool) -> None:
     pull_with_progress(connect(), model, insecure)
 
 
-@click.command()
+@click.command(short_help="Push a model to a registry.")
 @click.argument("model")
 @click.option("--insecure", is_flag=True, help="Allow plain-HTTP registries.")
 @handle_errors

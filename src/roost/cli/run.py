@@ -137,9 +137,18 @@ def _choose_model(client: Client, terminal: bool) -> str:
         raise click.UsageError("no model given: name one, as in `roost run MODEL`")
     if not names:
         raise click.UsageError("no models in the store yet: `roost run qwen2.5-coder:0.5b` pulls one")
+    from prompt_toolkit.key_binding import KeyBindings
     from prompt_toolkit.shortcuts import choice
 
-    return str(choice("Select a model:", options=[(n, n) for n in names]))
+    keys = KeyBindings()
+
+    @keys.add("escape", eager=True)
+    @keys.add("q")
+    def _leave(event: Any) -> None:
+        event.app.exit(exception=KeyboardInterrupt)
+
+    return str(choice("Select a model (Enter to run it, Esc or q to leave):",
+                      options=[(n, n) for n in names], key_bindings=keys))
 
 
 def _embeds_only(client: Client, model: str) -> bool:

@@ -91,8 +91,9 @@ def _modelfile(ref: ModelRef) -> str:
         lines.append(f'TEMPLATE """{ref.template}"""')
     if ref.system:
         lines.append(f'SYSTEM """{ref.system}"""')
-    for row in _parameters_text(ref.params).splitlines():
-        lines.append(f"PARAMETER {row}")
+    for key, value in ref.params.items():
+        for v in value if isinstance(value, list) else [value]:
+            lines.append(f"PARAMETER {key} {json.dumps(v) if isinstance(v, str) else v}")
     return "\n".join(lines) + "\n"
 
 
