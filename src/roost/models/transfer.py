@@ -66,14 +66,15 @@ def _pull_blob(http: httpx.Client, store: Store, base: str, layer: Layer, report
         report({"status": status, "digest": layer.digest, "total": layer.size,
                 "completed": layer.size})
         return
-    with http.stream("GET", f"{base}/blobs/{layer.digest}") as resp:
-        _check(resp)
+    def progress(done: int) -> None:
+        report({"status": status, "digest": layer.digest, "total": layer.size, "completed": done})
 
-        def progress(done: int) -> None:
-            report({"status": status, "digest": layer.digest, "total": layer.size,
-                    "completed": done})
-
-        store.write_blob(resp.iter_bytes(1 << 20), layer.digest, layer.size, progress)
+    try:
+        with http.stream("GET", f"{base}/blobs/{layer.digest}") as resp:
+            _check(resp)
+            store.write_blob(resp.iter_bytes(1 << 20), layer.digest, layer.size, progress)
+    except httpx.TransportError as exc:  # cut off mid-blob: nothing is kept under its name
+        raise RegistryError(f"the download of {layer.digest} was cut off: {exc}") from exc
 
 
 def push(store: Store, name: Name, insecure: bool, report: Report) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,7 @@ from roost.server.inference import BadRequest
 from roost.server.ollama import NDJSON, error, guarded, ndjson_line
 
 router = APIRouter(prefix="/api")
+log = logging.getLogger("roost.server")
 
 
 def _model_entry(ref_name: Name, ref: ModelRef) -> dict[str, Any]:
@@ -186,6 +188,9 @@ async def _progress_response(work: Callable[[Callable[[dict[str, Any]], None]], 
         except (CreateError, ModelNotFound, catalog.PartsMissing, StoreError, OSError,
                 ValueError) as exc:
             report({"error": str(exc), "_status": 400 if isinstance(exc, CreateError) else 500})
+        except Exception as exc:  # a bug: the client still gets an error line, never a silent end
+            log.exception("store operation failed")
+            report({"error": f"internal error: {exc}", "_status": 500})
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
