@@ -7,7 +7,7 @@ a test can build as many apps as it likes.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO
@@ -22,9 +22,10 @@ from roost import __version__, config
 from roost.chat import sandbox
 from roost.models.store import Store
 from roost.scheduler.scheduler import Scheduler
-from roost.server import ollama, ollama_models, openai, registry
+from roost.server import cortex, ollama, ollama_models, openai, registry
 from roost.server.body import BodyLimits
 from roost.server.security import ALLOWED_HEADERS, ApiKey, HostGuard
+from roost.threads.store import Store as ThreadStore
 
 log = logging.getLogger("roost.server")
 
@@ -45,6 +46,7 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
                   docs_url=None, redoc_url=None)
     app.state.store = Store(root)
     app.state.scheduler = Scheduler(home=root, log=runner_log)
+    app.state.threads = ThreadStore(root / "roost.db")
     app.state.bind_host = bind_host
 
     # Starlette runs the last added outermost: Host guard, CORS, API key, body limits, routes.
@@ -61,15 +63,11 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if request.url.path.startswith("/v1/"):
-            return openai.error(400, _validation_message(exc))
-        return JSONResponse({"error": _validation_message(exc)}, status_code=400)
+        return _error(request.url.path, 400, _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if request.url.path.startswith("/v1/"):
-            return openai.error(exc.status_code, str(exc.detail), headers=exc.headers)
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        return _error(request.url.path, exc.status_code, str(exc.detail), exc.headers)
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=PlainTextResponse)
     async def root_status() -> str:
@@ -79,7 +77,18 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
     app.include_router(ollama_models.router)
     app.include_router(openai.router)
     app.include_router(registry.router)
+    app.include_router(cortex.router)
     return app
+
+
+def _error(path: str, status: int, message: str,
+           headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """Each dialect's error shape: Cortex's routes, OpenAI's /v1, and Ollama's everywhere else."""
+    if path.startswith(cortex.PREFIXES):
+        return JSONResponse({"message": message}, status_code=status, headers=headers)
+    if path.startswith("/v1/"):
+        return openai.error(status, message, headers=headers)
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:

@@ -16,6 +16,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from roost.server.cortex import PREFIXES as CORTEX_PREFIXES
+
 MAX_BODY = 32 * 1024 * 1024
 MAX_DEPTH = 64
 _STREAMED = ("/api/blobs/", "/v2/")
@@ -103,7 +105,9 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 async def _refuse(send: Send, scope: Scope, status: int, message: str) -> None:
     body: dict[str, Any] = {"error": message}
-    if scope["path"].startswith("/v1/"):
+    if scope["path"].startswith(CORTEX_PREFIXES):
+        body = {"message": message}
+    elif scope["path"].startswith("/v1/"):
         body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
                           "code": None}}
     data = json.dumps(body).encode()

@@ -16,6 +16,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from roost.server.cortex import PREFIXES as CORTEX_PREFIXES
+
 # The headers the official OpenAI SDKs send (Python and JavaScript): a browser's preflight
 # names them, and Starlette matches allowed headers literally, so each is listed.
 STAINLESS_HEADERS = tuple(f"x-stainless-{name}" for name in (
@@ -26,8 +28,9 @@ STAINLESS_HEADERS = tuple(f"x-stainless-{name}" for name in (
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "User-Agent", "Accept", "X-Requested-With",
                    "OpenAI-Beta", *STAINLESS_HEADERS)
 
-# Routes a client must reach without a key: the status line and the version probe.
-_OPEN = {("GET", "/"), ("HEAD", "/"), ("GET", "/api/version"), ("HEAD", "/api/version")}
+# Routes a client must reach without a key: the status line, the version and health probes.
+_OPEN = {("GET", "/"), ("HEAD", "/"), ("GET", "/api/version"), ("HEAD", "/api/version"),
+         ("GET", "/healthz")}
 
 
 def is_loopback(host: str) -> bool:
@@ -114,6 +117,8 @@ class ApiKey:
 
 def _unauthorized(path: str) -> dict[str, Any]:
     message = "unauthorized: this server needs an API key (Authorization: Bearer KEY)"
+    if path.startswith(CORTEX_PREFIXES):
+        return {"message": message}
     if path.startswith("/v1/"):
         return {"error": {"message": message, "type": "invalid_request_error", "param": None,
                           "code": "invalid_api_key"}}

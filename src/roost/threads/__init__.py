@@ -1,0 +1,1 @@
+"""Threads, messages and presets: the server's SQLite store."""

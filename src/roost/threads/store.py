@@ -1,0 +1,222 @@
+"""Threads and their messages in SQLite: `ROOST_HOME/roost.db`, the server's alone.
+
+WAL and a busy timeout let two servers (or two requests) share the file safely; the schema
+grows through MIGRATIONS, an ordered list of functions whose applied names are kept in a
+table, so an old database is brought up to date on open and never rewritten by hand. A
+connection per operation keeps the store usable from any thread (the server calls it through
+`asyncio.to_thread`). Ids sort by creation time, so "after" and "before" paging is a compare.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+migration = MIGRATIONS.append
+
+
+@migration
+def threads_and_messages(db: sqlite3.Connection) -> None:
+    _run(db, """
+        CREATE TABLE threads (
+            id TEXT PRIMARY KEY, title TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '',
+            metadata TEXT NOT NULL DEFAULT '{}', created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL);
+        CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+            role TEXT NOT NULL, content TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'completed',
+            metadata TEXT NOT NULL DEFAULT '{}', created_at INTEGER NOT NULL,
+            completed_at INTEGER);
+        CREATE INDEX messages_by_thread ON messages(thread_id, id);
+    """)
+
+
+def _run(db: sqlite3.Connection, script: str) -> None:
+    """Statements one by one: executescript would commit the migration's transaction early."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass
+class Thread:
+    id: str
+    title: str = ""
+    model: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: int = 0
+    updated_at: int = 0
+
+
+@dataclass
+class Message:
+    id: str
+    thread_id: str
+    role: str
+    content: str
+    status: str = "completed"  # or "incomplete": a turn cut off before its end
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: int = 0
+    completed_at: int | None = None
+
+
+@dataclass
+class Page:
+    items: list[Any]
+    has_more: bool
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{time.time_ns() // 1000:015x}{secrets.token_hex(4)}"
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with self._db() as db:
+            done = {row[0] for row in db.execute("SELECT name FROM migrations")}
+            for step in MIGRATIONS:
+                if step.__name__ not in done:
+                    step(db)
+                    db.execute("INSERT INTO migrations(name) VALUES (?)", (step.__name__,))
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY)")
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def create_thread(self, title: str = "", model: str = "",
+                      metadata: dict[str, Any] | None = None) -> Thread:
+        now = int(time.time())
+        thread = Thread(new_id("thread"), title, model, dict(metadata or {}), now, now)
+        with self._db() as db:
+            db.execute("INSERT INTO threads VALUES (?, ?, ?, ?, ?, ?)",
+                       (thread.id, title, model, json.dumps(thread.metadata), now, now))
+        return thread
+
+    def thread(self, thread_id: str) -> Thread:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"thread '{thread_id}' not found")
+        return Thread(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+
+    def threads(self, limit: int = 20, order: str = "desc", after: str | None = None,
+                before: str | None = None) -> Page:
+        rows = self._page("SELECT * FROM threads", "", (), limit, order, after, before)
+        items = [Thread(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows[:limit]]
+        return Page(items, len(rows) > limit)
+
+    def update_thread(self, thread_id: str, title: str | None = None, model: str | None = None,
+                      metadata: dict[str, Any] | None = None) -> Thread:
+        thread = self.thread(thread_id)
+        thread.title = thread.title if title is None else title
+        thread.model = thread.model if model is None else model
+        thread.metadata = thread.metadata if metadata is None else {**thread.metadata, **metadata}
+        thread.updated_at = int(time.time())
+        with self._db() as db:
+            db.execute("UPDATE threads SET title = ?, model = ?, metadata = ?, updated_at = ? "
+                       "WHERE id = ?", (thread.title, thread.model, json.dumps(thread.metadata),
+                                        thread.updated_at, thread_id))
+        return thread
+
+    def delete_thread(self, thread_id: str) -> None:
+        with self._db() as db:
+            if db.execute("DELETE FROM threads WHERE id = ?", (thread_id,)).rowcount == 0:
+                raise NotFound(f"thread '{thread_id}' not found")
+
+    # -- messages --------------------------------------------------------------------------
+
+    def add_message(self, thread_id: str, role: str, content: str, status: str = "completed",
+                    metadata: dict[str, Any] | None = None) -> Message:
+        now = int(time.time())
+        msg = Message(new_id("msg"), thread_id, role, content, status, dict(metadata or {}), now,
+                      now if status == "completed" else None)
+        with self._db() as db:
+            if db.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone() is None:
+                raise NotFound(f"thread '{thread_id}' not found")
+            db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (msg.id, thread_id, role, content, status, json.dumps(msg.metadata), now,
+                        msg.completed_at))
+            db.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (now, thread_id))
+        return msg
+
+    def messages(self, thread_id: str, limit: int = 20, order: str = "desc",
+                 after: str | None = None, before: str | None = None) -> Page:
+        self.thread(thread_id)
+        rows = self._page("SELECT * FROM messages", "thread_id = ?", (thread_id,), limit, order,
+                          after, before)
+        return Page([_message(r) for r in rows[:limit]], len(rows) > limit)
+
+    def message(self, thread_id: str, message_id: str) -> Message:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM messages WHERE id = ? AND thread_id = ?",
+                             (message_id, thread_id)).fetchone()
+        if row is None:
+            raise NotFound(f"message '{message_id}' not found in thread '{thread_id}'")
+        return _message(row)
+
+    def update_message(self, thread_id: str, message_id: str, content: str | None = None,
+                       metadata: dict[str, Any] | None = None) -> Message:
+        msg = self.message(thread_id, message_id)
+        msg.content = msg.content if content is None else content
+        msg.metadata = msg.metadata if metadata is None else {**msg.metadata, **metadata}
+        with self._db() as db:
+            db.execute("UPDATE messages SET content = ?, metadata = ? WHERE id = ?",
+                       (msg.content, json.dumps(msg.metadata), message_id))
+        return msg
+
+    def delete_message(self, thread_id: str, message_id: str) -> None:
+        with self._db() as db:
+            deleted = db.execute("DELETE FROM messages WHERE id = ? AND thread_id = ?",
+                                 (message_id, thread_id)).rowcount
+        if deleted == 0:
+            raise NotFound(f"message '{message_id}' not found in thread '{thread_id}'")
+
+    def _page(self, select: str, where: str, args: tuple[Any, ...], limit: int, order: str,
+              after: str | None, before: str | None) -> list[Any]:
+        """One more row than asked for tells whether more follow."""
+        desc = order.lower() != "asc"
+        clauses, params = ([where] if where else []), list(args)
+        if after:
+            clauses.append("id < ?" if desc else "id > ?")
+            params.append(after)
+        if before:
+            clauses.append("id > ?" if desc else "id < ?")
+            params.append(before)
+        sql = select + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        sql += f" ORDER BY id {'DESC' if desc else 'ASC'} LIMIT ?"
+        with self._db() as db:
+            return db.execute(sql, (*params, limit + 1)).fetchall()
+
+
+def _message(row: Any) -> Message:
+    return Message(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7])
