@@ -132,6 +132,48 @@ class Client:
     def delete(self, model: str) -> None:
         self._request("DELETE", "/api/delete", {"model": model})
 
+    # -- threads (Cortex's API) ------------------------------------------------------------
+
+    def create_thread(self, title: str = "", model: str = "") -> dict[str, Any]:
+        return self._request("POST", "/v1/threads", {"title": title, "model": model})  # type: ignore[no-any-return]
+
+    def thread(self, thread_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/threads/{_quote(thread_id)}")  # type: ignore[no-any-return]
+
+    def threads(self) -> builtins.list[dict[str, Any]]:
+        return self._all("/v1/threads")
+
+    def update_thread(self, thread_id: str, **fields: Any) -> dict[str, Any]:
+        return self._request("PATCH", f"/v1/threads/{_quote(thread_id)}", _clean(fields))  # type: ignore[no-any-return]
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._request("DELETE", f"/v1/threads/{_quote(thread_id)}")
+
+    def messages(self, thread_id: str) -> builtins.list[dict[str, Any]]:
+        """Every message of a thread, oldest first."""
+        return self._all(f"/v1/threads/{_quote(thread_id)}/messages")
+
+    def add_message(self, thread_id: str, role: str, content: str,
+                    status: str = "completed") -> dict[str, Any]:
+        body = {"role": role, "content": content, "status": status}
+        return self._request("POST", f"/v1/threads/{_quote(thread_id)}/messages", body)  # type: ignore[no-any-return]
+
+    def _all(self, path: str) -> builtins.list[dict[str, Any]]:
+        items: builtins.list[dict[str, Any]] = []
+        after = ""
+        while True:
+            page = self._request("GET", f"{path}?order=asc&limit=100" + (f"&after={after}" if after else ""))
+            items += page["data"]
+            if not page.get("has_more") or not page["data"]:
+                return items
+            after = page["last_id"]
+
+
+def _quote(part: str) -> str:
+    from urllib.parse import quote
+
+    return quote(part, safe="")
+
 
 def _clean(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
@@ -141,7 +183,11 @@ def _raise_for_status(resp: httpx2.Response) -> None:
     if resp.status_code < 400:
         return
     try:
-        message = resp.json().get("error") or resp.text
+        body = resp.json()
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):  # OpenAI's shape
+            error = error.get("message")
+        message = error or (body.get("message") if isinstance(body, dict) else None) or resp.text
     except ValueError:
         message = resp.text or resp.reason_phrase
     raise ResponseError(str(message), resp.status_code)

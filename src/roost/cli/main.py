@@ -52,9 +52,11 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from roost.cli import models, ps, run, serve
+    from roost.cli import chat, models, ps, run, serve, threads
 
     cli.add_command(run.run)
+    cli.add_command(chat.chat)
+    cli.add_command(threads.threads)
     cli.add_command(serve.serve)
     for command in (models.pull, models.push, models.cp, models.list_models, models.show,
                     models.rm):

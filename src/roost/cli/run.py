@@ -41,6 +41,7 @@ class _RunCommand(click.Command):
 @click.argument("model", required=False)
 @click.argument("prompt", nargs=-1)
 @click.option("-c", "--chat", "chat", is_flag=True, help="Load the model, then open the chat shell.")
+@click.option("-t", "--thread", "thread", metavar="ID", help="Continue a saved thread (roost threads list).")
 @click.option("--format", "fmt", metavar="json|SCHEMA",
               help='Response format: "json", or a JSON schema inline or in a file.')
 @click.option("--keepalive", metavar="DURATION", help='How long the model stays loaded ("5m", "-1").')
@@ -60,7 +61,7 @@ class _RunCommand(click.Command):
 @click.option("--experimental-websearch", is_flag=True, help="Agent loop: also a web search tool.")
 @click.option("--experimental-yolo", is_flag=True, help="Agent loop: run tools without asking.")
 @handle_errors
-def run(model: str | None, prompt: tuple[str, ...], chat: bool, fmt: str | None,
+def run(model: str | None, prompt: tuple[str, ...], chat: bool, thread: str | None, fmt: str | None,
         keepalive: str | None, system: str | None, options: tuple[str, ...], think: str | None,
         hidethinking: bool, verbose: bool, nowordwrap: bool, insecure: bool,
         truncate: bool | None, dimensions: int | None, experimental: bool,
@@ -72,17 +73,21 @@ def run(model: str | None, prompt: tuple[str, ...], chat: bool, fmt: str | None,
                         think=parse_think(think, hidethinking), hide_thinking=hidethinking,
                         keepalive=check_keepalive(keepalive), verbose=verbose,
                         wordwrap=not nowordwrap)
-    text = _prompt_text(prompt)
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
     if chat and not terminal:
         raise click.UsageError("-c/--chat opens the chat shell, which needs a terminal")
     client = connect()
+    if thread:
+        model, prompt = _thread_model(client, thread, model, prompt)
+    text = _prompt_text(prompt)
     model = model or _choose_model(client, terminal)
     ensure_model(client, model, insecure)
     if truncate is not None or dimensions is not None or _embeds_only(client, model):
         _embed(client, model, text, truncate, dimensions, keepalive)
         return
     session = Session(client, model, settings)
+    if thread:
+        session.resume(thread)
     if not sys.stdout.isatty() or not sys.stdin.isatty():
         settings.wordwrap = False
     if experimental or experimental_websearch or experimental_yolo:
@@ -97,13 +102,37 @@ def run(model: str | None, prompt: tuple[str, ...], chat: bool, fmt: str | None,
 
 
 def _open_shell(session: Session, first: str) -> None:
+    """The shell; its chat is saved as a thread, whose id is said when it closes."""
     from roost.cli.shell import run_shell
 
     session.load()
     _print_history(session)
-    if first:
-        session.ask(first)
-    run_shell(session)
+    session.save = True
+    try:
+        if first:
+            session.ask(first)
+        run_shell(session)
+    finally:
+        if session.thread_id:
+            sys.stderr.write(f"thread: {session.thread_id} (roost run -t {session.thread_id} resumes it)\n")
+
+
+def _thread_model(client: Client, thread: str, model: str | None,
+                  prompt: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+    """`roost run -t ID [PROMPT]` runs the thread's model; a first word that names no model
+    in the store is the prompt's beginning, not a model to pull."""
+    from roost.api.client import ResponseError
+
+    saved = client.thread(thread).get("model") or None
+    if model is None or saved is None:
+        return model or saved, prompt
+    try:
+        client.show(model)
+    except ResponseError as exc:
+        if exc.status not in (400, 404):  # not a model's name at all, or not in the store
+            raise
+        return saved, (model, *prompt)
+    return model, prompt
 
 
 def _print_history(session: Session) -> None:
@@ -112,7 +141,8 @@ def _print_history(session: Session) -> None:
     from roost.cli.render import wrap_width
 
     width = wrap_width(not session.settings.wordwrap)
-    for message in session.client.show(session.model).get("messages") or []:
+    saved = session.client.show(session.model).get("messages") or []
+    for message in [*saved, *session.messages]:  # the Modelfile's, then a resumed thread's
         role = message.get("role")
         if role == "user":
             sys.stdout.write(f">>> {message.get('content') or ''}\n")

@@ -38,6 +38,26 @@ class Session:
         self.model = model
         self.settings = settings or Settings()
         self.messages: list[dict[str, Any]] = []
+        self.save = False  # keep each turn in a thread on the server
+        self.thread_id: str | None = None
+
+    def resume(self, thread_id: str) -> None:
+        """Continue a saved thread: its messages, oldest first, are the conversation so far."""
+        self.client.thread(thread_id)  # an unknown id is the user's error, said at once
+        self.thread_id, self.save = thread_id, True
+        self.messages = [{"role": m["role"], "content": _text(m)} for m in self.client.messages(thread_id)
+                         if m["role"] in ("user", "assistant", "system")]
+
+    def _store(self, question: str, answer: str, complete: bool) -> None:
+        if not self.save:
+            return
+        if self.thread_id is None:
+            title = " ".join(question.split())[:60]
+            self.thread_id = self.client.create_thread(title, self.model)["id"]
+        self.client.add_message(self.thread_id, "user", question)
+        if answer or complete:
+            self.client.add_message(self.thread_id, "assistant", answer,
+                                    "completed" if complete else "incomplete")
 
     def load(self) -> None:
         """Load the model before the first prompt, with a spinner on a terminal."""
@@ -73,16 +93,26 @@ class Session:
             waiting.close()
             printer.abort()
             self.messages.pop()  # the unanswered question
+            with contextlib.suppress(Exception):  # what was said is kept, marked incomplete
+                self._store(text, reply["content"], complete=False)
             raise
         waiting.close()
         printer.close()
         self.messages.append(reply)
+        self._store(text, reply["content"], complete=True)
         if s.verbose and final:
             print_stats(final)
         return final
 
     def clear(self) -> None:
         self.messages.clear()
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(str((p.get("text") or {}).get("value", "")) for p in content)
+    return str(content or "")
 
 
 def print_stats(final: dict[str, Any]) -> None:

@@ -40,6 +40,8 @@ class MessageCreate(_Wire):
     role: Literal["user", "assistant", "system", "tool"]
     content: str | list[dict[str, Any]] = Field(max_length=1 << 20)
     metadata: dict[str, Any] | None = None
+    # Roost's: an answer cut off (Ctrl+C, a dropped connection) is kept, marked incomplete.
+    status: Literal["completed", "incomplete"] = "completed"
 
 
 class MessageUpdate(_Wire):
@@ -63,7 +65,7 @@ def thread_object(t: Thread) -> dict[str, Any]:
     title = t.title or str(t.metadata.get("title", ""))
     return {"id": t.id, "object": "thread", "created_at": t.created_at, "updated_at": t.updated_at,
             "title": title, "model": t.model, "metadata": {**t.metadata, "title": title},
-            "tool_resources": None}
+            "message_count": t.message_count, "tool_resources": None}
 
 
 def message_object(m: Message) -> dict[str, Any]:
@@ -142,7 +144,7 @@ async def delete_thread(request: Request, thread_id: str) -> Response:
 async def create_message(request: Request, thread_id: str, body: MessageCreate) -> Response:
     try:
         msg = await _call(_store(request).add_message, thread_id, body.role, _text(body.content),
-                          metadata=body.metadata)
+                          body.status, body.metadata)
     except NotFound as exc:
         return error(404, str(exc))
     return JSONResponse(message_object(msg))

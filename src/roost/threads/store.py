@@ -59,6 +59,7 @@ class Thread:
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: int = 0
     updated_at: int = 0
+    message_count: int = 0
 
 
 @dataclass
@@ -124,16 +125,15 @@ class Store:
 
     def thread(self, thread_id: str) -> Thread:
         with self._db() as db:
-            row = db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+            row = db.execute(f"{_THREADS} WHERE id = ?", (thread_id,)).fetchone()
         if row is None:
             raise NotFound(f"thread '{thread_id}' not found")
-        return Thread(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+        return _thread(row)
 
     def threads(self, limit: int = 20, order: str = "desc", after: str | None = None,
                 before: str | None = None) -> Page:
-        rows = self._page("SELECT * FROM threads", "", (), limit, order, after, before)
-        items = [Thread(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows[:limit]]
-        return Page(items, len(rows) > limit)
+        rows = self._page(_THREADS, "", (), limit, order, after, before)
+        return Page([_thread(r) for r in rows[:limit]], len(rows) > limit)
 
     def update_thread(self, thread_id: str, title: str | None = None, model: str | None = None,
                       metadata: dict[str, Any] | None = None) -> Thread:
@@ -216,6 +216,14 @@ class Store:
         sql += f" ORDER BY id {'DESC' if desc else 'ASC'} LIMIT ?"
         with self._db() as db:
             return db.execute(sql, (*params, limit + 1)).fetchall()
+
+
+_THREADS = ("SELECT *, (SELECT count(*) FROM messages m WHERE m.thread_id = threads.id) "
+            "FROM threads")
+
+
+def _thread(row: Any) -> Thread:
+    return Thread(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6])
 
 
 def _message(row: Any) -> Message:

@@ -1,0 +1,79 @@
+"""`roost chat`, `roost run -t` and `roost threads`: conversations kept as threads on the server."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pexpect
+import pytest
+
+from tests.conftest import MODEL, Server
+
+GREEDY = "chat-greedy:1"
+
+
+def roost(server: Server, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "roost", *args], env=server.env(), input=stdin,
+                          text=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def greedy_model(pulled: Server) -> str:
+    """The bundled model with greedy sampling, so that a recall test is not left to chance."""
+    with pulled.client() as c:
+        r = c.post("/api/create", json={"model": GREEDY, "from": MODEL, "stream": False,
+                                        "parameters": {"temperature": 0, "num_predict": 24}})
+        assert r.status_code == 200, r.text
+    return GREEDY
+
+
+def test_a_thread_continued_across_invocations_remembers(pulled: Server, greedy_model: str) -> None:
+    r = roost(pulled, "chat", greedy_model, "-m", "Remember this code word: ZEBRA-42. Reply only OK.")
+    assert r.returncode == 0, r.stderr
+    match = re.search(r"thread: (thread_\w+)", r.stderr)
+    assert match, r.stderr
+    thread = match.group(1)
+    r = roost(pulled, "chat", "-t", thread, "-m", "What was the code word? Answer with it only.")
+    assert r.returncode == 0 and "ZEBRA" in r.stdout.upper(), (r.stdout, r.stderr)
+    assert "thread:" not in r.stderr  # an existing thread is not announced again
+    r = roost(pulled, "run", "-t", thread, "Tell me the code word again. Answer with it only.")
+    assert r.returncode == 0 and "ZEBRA" in r.stdout.upper()
+    listed = roost(pulled, "threads", "list")
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(thread))
+    assert greedy_model in row and " 6 " in f" {row} "  # three turns of two messages
+    shown = roost(pulled, "threads", "show", thread).stdout
+    assert ">>> Remember this code word" in shown and "ZEBRA" in shown
+    assert roost(pulled, "threads", "rename", thread, "Code words").returncode == 0
+    assert "Code words" in roost(pulled, "threads", "list").stdout
+    assert roost(pulled, "threads", "rm", thread).stdout.strip() == f"deleted '{thread}'"
+    assert thread not in roost(pulled, "threads", "list").stdout
+
+
+@pytest.mark.parametrize("args", [["chat", "-t", "thread_nope", "-m", "hi"],
+                                  ["run", "-t", "thread_nope", MODEL, "hi"],
+                                  ["threads", "show", "thread_nope"], ["threads", "rm", "thread_nope"]])
+def test_unknown_thread_is_one_line_and_exit_1(pulled: Server, args: list[str]) -> None:
+    r = roost(pulled, *args)
+    assert r.returncode == 1 and r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "not found" in r.stderr
+
+
+def test_the_shell_saves_its_chat_as_a_thread(pulled: Server, greedy_model: str) -> None:
+    child = pexpect.spawn(sys.executable, ["-m", "roost", "run", greedy_model],
+                          env={**pulled.env(), "PROMPT_TOOLKIT_NO_CPR": "1", "ROOST_NOHISTORY": "1"},
+                          encoding="utf-8", dimensions=(30, 100), timeout=90)
+    child.expect(">>> ")
+    child.sendline("Say hello.")
+    child.expect(">>> ")
+    child.sendcontrol("d")
+    child.expect(r"thread: (thread_\w+)")
+    thread = child.match.group(1)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    with pulled.client() as c:
+        data = c.get(f"/v1/threads/{thread}/messages", params={"order": "asc"}).json()["data"]
+    assert [m["role"] for m in data] == ["user", "assistant"]
+    assert data[0]["content"][0]["text"]["value"] == "Say hello."
