@@ -158,6 +158,24 @@ class Client:
         body = {"role": role, "content": content, "status": status}
         return self._request("POST", f"/v1/threads/{_quote(thread_id)}/messages", body)  # type: ignore[no-any-return]
 
+    # -- engines and configs (Cortex's API) -------------------------------------------------
+
+    def engines(self) -> builtins.list[dict[str, Any]]:
+        return builtins.list(self._request("GET", "/v1/engines")["data"])
+
+    def add_engine(self, name: str, url: str, api_key: str = "") -> dict[str, Any]:
+        body = {"name": name, "url": url, "api_key": api_key}
+        return self._request("POST", "/v1/engines", body)  # type: ignore[no-any-return]
+
+    def delete_engine(self, name: str) -> None:
+        self._request("DELETE", f"/v1/engines/{_quote(name)}")
+
+    def configs(self) -> dict[str, str]:
+        return self._request("GET", "/v1/configs")  # type: ignore[no-any-return]
+
+    def set_config(self, key: str, value: str) -> dict[str, str]:
+        return self._request("PATCH", "/v1/configs", {key: value})  # type: ignore[no-any-return]
+
     def _all(self, path: str) -> builtins.list[dict[str, Any]]:
         items: builtins.list[dict[str, Any]] = []
         after = ""

@@ -22,7 +22,7 @@ from roost import __version__, config
 from roost.chat import sandbox
 from roost.models.store import Store
 from roost.scheduler.scheduler import Scheduler
-from roost.server import cortex, ollama, ollama_models, openai, registry
+from roost.server import cortex, cortex_engines, ollama, ollama_models, openai, registry
 from roost.server.body import BodyLimits
 from roost.server.security import ALLOWED_HEADERS, ApiKey, HostGuard
 from roost.threads.store import Store as ThreadStore
@@ -46,7 +46,7 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
                   docs_url=None, redoc_url=None)
     app.state.store = Store(root)
     app.state.scheduler = Scheduler(home=root, log=runner_log)
-    app.state.threads = ThreadStore(root / "roost.db")
+    app.state.db = ThreadStore(root / "roost.db")  # threads, engines, configs
     app.state.bind_host = bind_host
 
     # Starlette runs the last added outermost: Host guard, CORS, API key, body limits, routes.
@@ -78,6 +78,7 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
     app.include_router(openai.router)
     app.include_router(registry.router)
     app.include_router(cortex.router)
+    app.include_router(cortex_engines.router)
     return app
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from roost.threads.store import Message, NotFound, Page, Store, Thread
 
 router = APIRouter(tags=["cortex"])
-PREFIXES = ("/v1/threads", "/healthz")  # the routes with Cortex's error shape
+PREFIXES = ("/v1/threads", "/v1/engines", "/v1/configs", "/healthz")  # Cortex's error shape
 T = TypeVar("T")
 
 
@@ -54,7 +54,7 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 def _store(request: Request) -> Store:
-    return request.app.state.threads  # type: ignore[no-any-return]
+    return request.app.state.db  # type: ignore[no-any-return]
 
 
 async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -32,10 +32,13 @@ from roost.core import (
     check_options,
 )
 from roost.durations import parse_duration
+from roost.engines import remote
 from roost.models.names import InvalidName
 from roost.models.resolve import ModelRef, NotFound, resolve
 from roost.scheduler.runner import RunnerError
 from roost.scheduler.scheduler import QueueFull, Scheduler
+from roost.threads.store import Engine
+from roost.threads.store import Store as ThreadStore
 
 log = logging.getLogger("roost.server")
 
@@ -67,6 +70,9 @@ class Turn:
 
 async def start(request: Request, turn: Turn) -> AsyncGenerator[Parsed | Done, None]:
     """Check everything, render the prompt, and start the answer; raise before any runner."""
+    target = await remote_target(request, turn.model)
+    if target is not None:
+        return _remote(target, turn)
     ref = resolve_model(request, turn.model)
     req = build_request(ref, "", turn.options, turn.keep_alive, turn.format, turn.defaults,
                         logprobs=turn.logprobs, top_logprobs=turn.top_logprobs)
@@ -81,6 +87,42 @@ async def start(request: Request, turn: Turn) -> AsyncGenerator[Parsed | Done, N
                                        think=turn.think, history=turn.history)
     parser = output_parser(ref, req.prompt, turn.tools, turn.think)
     return parsed(generate(scheduler(request), ref, req), parser)
+
+
+async def remote_target(request: Request, model: str) -> tuple[Engine, str, str] | None:
+    """`MODEL:ENGINE` where ENGINE is a registered remote engine: (engine, model, its key)."""
+    name, sep, engine_name = model.rpartition(":")
+    if not sep or not name:
+        return None
+    db: ThreadStore = request.app.state.db
+    engine = await asyncio.to_thread(db.engine, engine_name)
+    if engine is None:
+        return None
+    key = engine.api_key or (await asyncio.to_thread(db.configs)).get(f"{engine.name}_api_key", "")
+    return engine, name, key
+
+
+async def _remote(target: tuple[Engine, str, str],
+                  turn: Turn) -> AsyncGenerator[Parsed | Done, None]:
+    """The same checks as a local turn, then the engine's stream; its errors as runner errors."""
+    engine, model, key = target
+    if turn.raw:
+        raise BadRequest(f"engine '{engine.name}' takes chat messages, not raw prompts")
+    try:
+        check_options(turn.options or {})
+    except OptionError as exc:
+        raise BadRequest(str(exc)) from exc
+    messages = turn.messages
+    if messages is None:
+        messages = [{"role": "system", "content": turn.system}] if turn.system else []
+        messages.append({"role": "user", "content": turn.prompt})
+    body = remote.request_body(model, messages, {**(turn.defaults or {}), **(turn.options or {})},
+                               turn.tools, _format(turn.format))
+    try:
+        async for item in remote.chat(engine.url, key, body):
+            yield item
+    except remote.RemoteError as exc:
+        raise RunnerError(f"engine '{engine.name}': {exc}", exc.status) from exc
 
 
 def failure(exc: Exception) -> tuple[int, str, dict[str, str]] | None:

@@ -31,7 +31,6 @@ from roost.api.types import (
 )
 from roost.chat.parse import Parsed
 from roost.core import Done
-from roost.models.resolve import ModelRef
 from roost.scheduler.runner import RunnerError
 from roost.server import inference
 from roost.server.disconnect import ClientGone, WatchedStreamingResponse, unless_disconnected
@@ -126,8 +125,13 @@ def ndjson_line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-async def _load_response(request: Request, ref: ModelRef, keep_alive: Any,
+async def _load_response(request: Request, model: str, keep_alive: Any,
                          extra: dict[str, Any]) -> Response:
+    """An empty prompt loads (or with keep_alive 0 unloads); a remote engine has nothing to load."""
+    if await inference.remote_target(request, model) is not None:
+        return JSONResponse({"model": model, "created_at": now_rfc3339(), **extra, "done": True,
+                             "done_reason": "load"})
+    ref = inference.resolve_model(request, model)
     reason = await inference.load_only(
         inference.scheduler(request), ref, inference.keep_alive_seconds(keep_alive)
     )
@@ -139,8 +143,7 @@ async def _load_response(request: Request, ref: ModelRef, keep_alive: Any,
 async def generate(request: Request, body: GenerateRequest) -> Response:
     async def run() -> Response:
         if not body.prompt and not body.suffix:
-            ref = inference.resolve_model(request, body.model)
-            return await _load_response(request, ref, body.keep_alive, {"response": ""})
+            return await _load_response(request, body.model, body.keep_alive, {"response": ""})
         if body.images:
             raise BadRequest(f"model '{body.model}' does not support images")
         if body.raw and (body.template or body.system or body.context):
@@ -158,9 +161,8 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
 async def chat(request: Request, body: ChatRequest) -> Response:
     async def run() -> Response:
         if not body.messages:
-            ref = inference.resolve_model(request, body.model)
             return await _load_response(
-                request, ref, body.keep_alive, {"message": {"role": "assistant", "content": ""}}
+                request, body.model, body.keep_alive, {"message": {"role": "assistant", "content": ""}}
             )
         if any(m.images for m in body.messages):
             raise BadRequest(f"model '{body.model}' does not support images")

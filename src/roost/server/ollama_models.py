@@ -61,6 +61,9 @@ async def tags(request: Request) -> Response:
 @router.post("/show", responses=doc(ShowResponse))
 async def show(request: Request, body: ModelRequest) -> Response:
     async def run() -> Response:
+        target = await inference.remote_target(request, body.target)
+        if target is not None:
+            return JSONResponse(_remote_show(target[0].name, target[1]))
         ref = inference.resolve_model(request, body.target)
         params = ref.params
         return JSONResponse({
@@ -77,6 +80,16 @@ async def show(request: Request, body: ModelRequest) -> Response:
         })
 
     return await guarded(run)
+
+
+def _remote_show(engine: str, model: str) -> dict[str, Any]:
+    """What is known of a model on a remote engine: only that it chats (and may call tools)."""
+    return {"license": "", "modelfile": "", "parameters": "", "template": "", "system": "",
+            "details": {"format": "remote", "family": engine, "families": [engine],
+                        "parameter_size": "", "quantization_level": "", "parent_model": model},
+            "messages": [], "model_info": {"general.architecture": engine},
+            "capabilities": ["completion", "tools"], "remote_engine": engine, "remote_model": model,
+            "modified_at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
 
 
 def _parameters_text(params: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ connection per operation keeps the store usable from any thread (the server call
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -37,6 +38,16 @@ def threads_and_messages(db: sqlite3.Connection) -> None:
             metadata TEXT NOT NULL DEFAULT '{}', created_at INTEGER NOT NULL,
             completed_at INTEGER);
         CREATE INDEX messages_by_thread ON messages(thread_id, id);
+    """)
+
+
+@migration
+def engines_and_configs(db: sqlite3.Connection) -> None:
+    _run(db, """
+        CREATE TABLE engines (
+            name TEXT PRIMARY KEY, url TEXT NOT NULL, api_key TEXT NOT NULL DEFAULT '',
+            created_at INTEGER NOT NULL);
+        CREATE TABLE configs (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """)
 
 
@@ -75,6 +86,16 @@ class Message:
 
 
 @dataclass
+class Engine:
+    """An OpenAI-compatible endpoint that serves models as MODEL:NAME."""
+
+    name: str
+    url: str
+    api_key: str = ""
+    created_at: int = 0
+
+
+@dataclass
 class Page:
     items: list[Any]
     has_more: bool
@@ -97,6 +118,8 @@ class Store:
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # it holds engines' API keys: the owner's alone
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -200,6 +223,42 @@ class Store:
                                  (message_id, thread_id)).rowcount
         if deleted == 0:
             raise NotFound(f"message '{message_id}' not found in thread '{thread_id}'")
+
+    # -- remote engines and settings -------------------------------------------------------
+
+    def engines(self) -> list[Engine]:
+        with self._db() as db:
+            return [Engine(*row) for row in db.execute(
+                "SELECT name, url, api_key, created_at FROM engines ORDER BY name")]
+
+    def engine(self, name: str) -> Engine | None:
+        with self._db() as db:
+            row = db.execute("SELECT name, url, api_key, created_at FROM engines WHERE name = ?",
+                             (name,)).fetchone()
+        return Engine(*row) if row else None
+
+    def put_engine(self, name: str, url: str, api_key: str = "") -> Engine:
+        engine = Engine(name, url, api_key, int(time.time()))
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO engines VALUES (?, ?, ?, ?)",
+                       (name, url, api_key, engine.created_at))
+        return engine
+
+    def delete_engine(self, name: str) -> None:
+        with self._db() as db:
+            if db.execute("DELETE FROM engines WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFound(f"engine '{name}' not found")
+
+    def configs(self) -> dict[str, str]:
+        with self._db() as db:
+            return dict(db.execute("SELECT key, value FROM configs ORDER BY key").fetchall())
+
+    def set_config(self, key: str, value: str) -> None:
+        with self._db() as db:
+            if value:
+                db.execute("INSERT OR REPLACE INTO configs VALUES (?, ?)", (key, value))
+            else:
+                db.execute("DELETE FROM configs WHERE key = ?", (key,))
 
     def _page(self, select: str, where: str, args: tuple[Any, ...], limit: int, order: str,
               after: str | None, before: str | None) -> list[Any]:
