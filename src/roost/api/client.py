@@ -176,6 +176,21 @@ class Client:
     def set_config(self, key: str, value: str) -> dict[str, str]:
         return self._request("PATCH", "/v1/configs", {key: value})  # type: ignore[no-any-return]
 
+    # -- presets ----------------------------------------------------------------------------
+
+    def presets(self) -> builtins.list[dict[str, Any]]:
+        return builtins.list(self._request("GET", "/v1/presets")["data"])
+
+    def preset(self, name: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/presets/{_quote(name)}")  # type: ignore[no-any-return]
+
+    def put_preset(self, name: str, system: str, options: dict[str, Any]) -> dict[str, Any]:
+        body = {"system": system, "options": options}
+        return self._request("PUT", f"/v1/presets/{_quote(name)}", body)  # type: ignore[no-any-return]
+
+    def delete_preset(self, name: str) -> None:
+        self._request("DELETE", f"/v1/presets/{_quote(name)}")
+
     def _all(self, path: str) -> builtins.list[dict[str, Any]]:
         items: builtins.list[dict[str, Any]] = []
         after = ""

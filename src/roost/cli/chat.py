@@ -25,11 +25,12 @@ if TYPE_CHECKING:
 @click.option("-m", "--message", help="The message to send (else the arguments, or piped stdin).")
 @click.option("-t", "--thread", "thread", metavar="ID", help="Continue this thread.")
 @click.option("-a", "--attach", is_flag=True, help="Open the chat shell on the thread.")
+@click.option("-p", "--preset", metavar="NAME", help="Apply a saved preset (roost presets list).")
 @handle_errors
 def chat(model: str | None, words: tuple[str, ...], message: str | None, thread: str | None,
-         attach: bool) -> None:
+         attach: bool, preset: str | None) -> None:
     """Chat with a model, keeping the conversation as a thread."""
-    from roost.cli.run import _open_shell, _prompt_text
+    from roost.cli.run import _open_shell, _prompt_text, apply_preset
     from roost.cli.session import Session, Settings
 
     client = connect()
@@ -37,6 +38,8 @@ def chat(model: str | None, words: tuple[str, ...], message: str | None, thread:
     model = model or known.get("model") or _running_model(client)
     ensure_model(client, model)
     session = Session(client, model, Settings())
+    if preset:
+        apply_preset(client, preset, session.settings)
     session.save = True
     if thread:
         session.resume(thread)

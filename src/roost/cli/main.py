@@ -52,13 +52,14 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from roost.cli import chat, engines, models, ps, run, serve, threads
+    from roost.cli import chat, engines, models, presets, ps, run, serve, threads
 
     cli.add_command(run.run)
     cli.add_command(chat.chat)
     cli.add_command(threads.threads)
     cli.add_command(engines.engines)
     cli.add_command(engines.configs)
+    cli.add_command(presets.presets)
     cli.add_command(serve.serve)
     for command in (models.pull, models.push, models.cp, models.list_models, models.show,
                     models.rm):

@@ -20,7 +20,7 @@ from roost.cli.main import handle_errors
 
 if TYPE_CHECKING:
     from roost.api.client import Client
-    from roost.cli.session import Session
+    from roost.cli.session import Session, Settings
 
 THINK_LEVELS = ("true", "false", "low", "medium", "high")
 
@@ -42,6 +42,7 @@ class _RunCommand(click.Command):
 @click.argument("prompt", nargs=-1)
 @click.option("-c", "--chat", "chat", is_flag=True, help="Load the model, then open the chat shell.")
 @click.option("-t", "--thread", "thread", metavar="ID", help="Continue a saved thread (roost threads list).")
+@click.option("-p", "--preset", metavar="NAME", help="Apply a saved preset (roost presets list).")
 @click.option("--format", "fmt", metavar="json|SCHEMA",
               help='Response format: "json", or a JSON schema inline or in a file.')
 @click.option("--keepalive", metavar="DURATION", help='How long the model stays loaded ("5m", "-1").')
@@ -61,7 +62,8 @@ class _RunCommand(click.Command):
 @click.option("--experimental-websearch", is_flag=True, help="Agent loop: also a web search tool.")
 @click.option("--experimental-yolo", is_flag=True, help="Agent loop: run tools without asking.")
 @handle_errors
-def run(model: str | None, prompt: tuple[str, ...], chat: bool, thread: str | None, fmt: str | None,
+def run(model: str | None, prompt: tuple[str, ...], chat: bool, thread: str | None,
+        preset: str | None, fmt: str | None,
         keepalive: str | None, system: str | None, options: tuple[str, ...], think: str | None,
         hidethinking: bool, verbose: bool, nowordwrap: bool, insecure: bool,
         truncate: bool | None, dimensions: int | None, experimental: bool,
@@ -77,6 +79,8 @@ def run(model: str | None, prompt: tuple[str, ...], chat: bool, thread: str | No
     if chat and not terminal:
         raise click.UsageError("-c/--chat opens the chat shell, which needs a terminal")
     client = connect()
+    if preset:
+        apply_preset(client, preset, settings)
     if thread:
         model, prompt = _thread_model(client, thread, model, prompt)
     text = _prompt_text(prompt)
@@ -115,6 +119,13 @@ def _open_shell(session: Session, first: str) -> None:
     finally:
         if session.thread_id:
             sys.stderr.write(f"thread: {session.thread_id} (roost run -t {session.thread_id} resumes it)\n")
+
+
+def apply_preset(client: Client, name: str, settings: Settings) -> None:
+    """A preset's system prompt and options, under what the command line says itself."""
+    preset = client.preset(name)
+    settings.system = settings.system or preset.get("system") or None
+    settings.options = {**(preset.get("options") or {}), **settings.options}
 
 
 def _thread_model(client: Client, thread: str, model: str | None,

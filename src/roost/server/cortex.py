@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from roost.threads.store import Message, NotFound, Page, Store, Thread
 
 router = APIRouter(tags=["cortex"])
-PREFIXES = ("/v1/threads", "/v1/engines", "/v1/configs", "/healthz")  # Cortex's error shape
+# The routes with Cortex's error shape, {"message": ...}.
+PREFIXES = ("/v1/threads", "/v1/engines", "/v1/configs", "/v1/presets", "/healthz")
 T = TypeVar("T")
 
 

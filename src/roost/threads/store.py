@@ -51,6 +51,15 @@ def engines_and_configs(db: sqlite3.Connection) -> None:
     """)
 
 
+@migration
+def presets(db: sqlite3.Connection) -> None:
+    _run(db, """
+        CREATE TABLE presets (
+            name TEXT PRIMARY KEY, system TEXT NOT NULL DEFAULT '',
+            options TEXT NOT NULL DEFAULT '{}', updated_at INTEGER NOT NULL);
+    """)
+
+
 def _run(db: sqlite3.Connection, script: str) -> None:
     """Statements one by one: executescript would commit the migration's transaction early."""
     for statement in script.split(";"):
@@ -83,6 +92,16 @@ class Message:
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: int = 0
     completed_at: int | None = None
+
+
+@dataclass
+class Preset:
+    """Saved settings, as Cortex's presets: a system prompt and generation options."""
+
+    name: str
+    system: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    updated_at: int = 0
 
 
 @dataclass
@@ -223,6 +242,32 @@ class Store:
                                  (message_id, thread_id)).rowcount
         if deleted == 0:
             raise NotFound(f"message '{message_id}' not found in thread '{thread_id}'")
+
+    # -- presets: a system prompt and options, by name -----------------------------------
+
+    def presets(self) -> list[Preset]:
+        with self._db() as db:
+            return [Preset(r[0], r[1], json.loads(r[2]), r[3])
+                    for r in db.execute("SELECT * FROM presets ORDER BY name")]
+
+    def preset(self, name: str) -> Preset:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM presets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"preset '{name}' not found")
+        return Preset(row[0], row[1], json.loads(row[2]), row[3])
+
+    def put_preset(self, name: str, system: str, options: dict[str, Any]) -> Preset:
+        preset = Preset(name, system, dict(options), int(time.time()))
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO presets VALUES (?, ?, ?, ?)",
+                       (name, system, json.dumps(options), preset.updated_at))
+        return preset
+
+    def delete_preset(self, name: str) -> None:
+        with self._db() as db:
+            if db.execute("DELETE FROM presets WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFound(f"preset '{name}' not found")
 
     # -- remote engines and settings -------------------------------------------------------
 
