@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pexpect
 import pytest
@@ -78,3 +79,41 @@ def test_the_shell_saves_its_chat_as_a_thread(pulled: Server, greedy_model: str)
         data = c.get(f"/v1/threads/{thread}/messages", params={"order": "asc"}).json()["data"]
     assert [m["role"] for m in data] == ["user", "assistant"]
     assert data[0]["content"][0]["text"]["value"] == "Say hello."
+
+
+def test_killing_the_server_mid_answer_leaves_the_thread_intact(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    from tests.conftest import start_server, stop_server
+
+    home = tmp_path / "home"
+    srv = start_server(home)
+    try:
+        with srv.client() as c:
+            assert c.post("/api/pull", json={"model": MODEL, "stream": False}).status_code == 200
+        r = roost(srv, "chat", MODEL, "-m", "Say one word.")
+        thread = r.stderr.split("thread: ")[1].split()[0]
+        proc = subprocess.Popen([sys.executable, "-m", "roost", "chat", "-t", thread, "-m",
+                                 "Write a very long story about the sea."], env=srv.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        proc.stdout.read(20)  # the answer is streaming
+        os.kill(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait()
+        assert proc.wait(timeout=60) == 1
+        time.sleep(0.5)
+    finally:
+        stop_server(srv)
+    with sqlite3.connect(home / "roost.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    srv = start_server(home)
+    try:
+        with srv.client() as c:
+            data = c.get(f"/v1/threads/{thread}/messages", params={"order": "asc"}).json()["data"]
+        assert [m["content"][0]["text"]["value"] for m in data][:1] == ["Say one word."]
+        assert [m["role"] for m in data][:2] == ["user", "assistant"]
+    finally:
+        stop_server(srv)

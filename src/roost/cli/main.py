@@ -65,6 +65,7 @@ def _register() -> None:
                     models.rm):
         cli.add_command(command)
     cli.add_command(models.list_models, name="ls")
+    cli.add_command(models.models_group)
     cli.add_command(ps.ps)
     cli.add_command(ps.stop)
 

@@ -103,3 +103,62 @@ def rm(models: tuple[str, ...]) -> None:
         client.unload(model)
         client.delete(model)
         click.echo(f"deleted '{model}'")
+
+
+@click.group("models")
+def models_group() -> None:
+    """Cortex's spellings of the model commands: list, get, pull, start, stop, delete."""
+
+
+@models_group.command("list")
+@click.argument("prefix", required=False)
+@click.pass_context
+def models_list(ctx: click.Context, prefix: str | None) -> None:
+    """List models in the local store (roost list)."""
+    ctx.invoke(list_models, prefix=prefix)
+
+
+@models_group.command("get")
+@click.argument("model")
+@click.pass_context
+def models_get(ctx: click.Context, model: str) -> None:
+    """Show a model as JSON (roost show --json)."""
+    ctx.invoke(show, model=model, part=None, as_json=True)
+
+
+@models_group.command("pull")
+@click.argument("model")
+@click.pass_context
+def models_pull(ctx: click.Context, model: str) -> None:
+    """Pull a model (roost pull)."""
+    ctx.invoke(pull, model=model, insecure=False)
+
+
+@models_group.command("start")
+@click.argument("model")
+@handle_errors
+def models_start(model: str) -> None:
+    """Load a model and keep it loaded for the keep_alive."""
+    from roost.cli.common import ensure_model
+
+    client = connect()
+    ensure_model(client, model)
+    client.load(model)
+    click.echo(f"started '{model}'")
+
+
+@models_group.command("stop")
+@click.argument("model")
+@handle_errors
+def models_stop(model: str) -> None:
+    """Unload a model (roost stop)."""
+    connect().unload(model)
+    click.echo(f"stopped '{model}'")
+
+
+@models_group.command("delete")
+@click.argument("models", nargs=-1, required=True)
+@click.pass_context
+def models_delete(ctx: click.Context, models: tuple[str, ...]) -> None:
+    """Delete models (roost rm)."""
+    ctx.invoke(rm, models=models)

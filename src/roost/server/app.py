@@ -22,7 +22,16 @@ from roost import __version__, config
 from roost.chat import sandbox
 from roost.models.store import Store
 from roost.scheduler.scheduler import Scheduler
-from roost.server import cortex, cortex_engines, ollama, ollama_models, openai, presets, registry
+from roost.server import (
+    cortex,
+    cortex_engines,
+    cortex_models,
+    ollama,
+    ollama_models,
+    openai,
+    presets,
+    registry,
+)
 from roost.server.body import BodyLimits
 from roost.server.security import ALLOWED_HEADERS, ApiKey, HostGuard
 from roost.threads.store import Store as ThreadStore
@@ -80,6 +89,7 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
     app.include_router(cortex.router)
     app.include_router(cortex_engines.router)
     app.include_router(presets.router)
+    app.include_router(cortex_models.router)
     return app
 
 

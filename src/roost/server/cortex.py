@@ -19,7 +19,8 @@ from roost.threads.store import Message, NotFound, Page, Store, Thread
 
 router = APIRouter(tags=["cortex"])
 # The routes with Cortex's error shape, {"message": ...}.
-PREFIXES = ("/v1/threads", "/v1/engines", "/v1/configs", "/v1/presets", "/healthz")
+PREFIXES = ("/v1/threads", "/v1/engines", "/v1/configs", "/v1/presets", "/v1/models/pull",
+            "/v1/models/start", "/v1/models/stop", "/healthz")
 T = TypeVar("T")
 
 
