@@ -198,3 +198,23 @@ def test_logprobs(pulled: Server) -> None:
     streamed = [e for x in lines for e in x.get("logprobs", [])]
     assert streamed and all("top_logprobs" not in e for e in streamed)
     assert bad.status_code == 400
+
+
+def test_a_long_conversation_loses_its_oldest_turns_whole(pulled: Server) -> None:
+    """Over the context, the oldest turns are left out (never half a message); the newest stays."""
+    filler = "Here is some background that goes on and on about rivers and hills. " * 12
+    messages = [{"role": "system", "content": "You are terse."}]
+    for i in range(12):
+        messages += [{"role": "user", "content": f"Note {i}: {filler}"},
+                     {"role": "assistant", "content": f"Noted {i}."}]
+    messages.append({"role": "user", "content": "Reply with the single word DONE."})
+    with pulled.client() as c:
+        r = c.post("/api/chat", json={"model": MODEL, "messages": messages, "stream": False,
+                                      "options": {"temperature": 0, "num_predict": 4, "num_ctx": 1024}})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["prompt_eval_count"] < 1024 and body["message"]["content"]
+        # One message alone longer than the context is still refused, with a reason.
+        r = c.post("/api/chat", json={"model": MODEL, "stream": False, "options": {"num_ctx": 1024},
+                                      "messages": [{"role": "user", "content": filler * 20}]})
+        assert r.status_code == 400 and "longer than the context" in r.json()["error"]

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from roost.durations import parse_duration
 from roost.engines import remote
 from roost.models.names import InvalidName
 from roost.models.resolve import ModelRef, NotFound, resolve
-from roost.scheduler.runner import RunnerError
+from roost.scheduler.runner import Runner, RunnerError
 from roost.scheduler.scheduler import QueueFull, Scheduler
 from roost.threads.store import Engine
 from roost.threads.store import Store as ThreadStore
@@ -85,8 +85,41 @@ async def start(request: Request, turn: Turn) -> AsyncGenerator[Parsed | Done, N
             messages.append({"role": "user", "content": turn.prompt})
         req.prompt = await render_chat(ref, messages, tools=turn.tools, template=turn.template,
                                        think=turn.think, history=turn.history)
+    fit = None
+    if turn.messages is not None and len(turn.messages) > 1:
+        chat = turn
+
+        async def fit(runner: Runner, limit: int) -> str:
+            return await _fit(runner, limit, ref, chat, req.prompt)
+
     parser = output_parser(ref, req.prompt, turn.tools, turn.think)
-    return parsed(generate(scheduler(request), ref, req), parser)
+    return parsed(generate(scheduler(request), ref, req, fit), parser)
+
+
+async def _fit(runner: Runner, limit: int, ref: ModelRef, turn: Turn, prompt: str) -> str:
+    """A conversation longer than the context loses its oldest turns, whole, until it fits.
+
+    System messages and the newest message stay; a turn is never cut in the middle. If even
+    that does not fit, the prompt goes as it is and the runner says it is too long.
+    """
+    messages = list(turn.messages or [])
+    dropped = 0
+    while len(await runner.tokenize(prompt)) >= limit:
+        older = [i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"]
+        if not older:
+            break
+        first = older[0]
+        end = first + 1  # the turn: a message and the answers and tool results after it
+        while end < len(messages) - 1 and messages[end].get("role") not in ("user", "system"):
+            end += 1
+        del messages[first:end]
+        dropped += end - first
+        prompt = await render_chat(ref, messages, tools=turn.tools, template=turn.template,
+                                   think=turn.think, history=turn.history)
+    if dropped:
+        log.info("left out the %d oldest messages of a conversation to fit a context of %d tokens",
+                 dropped, limit)
+    return prompt
 
 
 async def remote_target(request: Request, model: str) -> tuple[Engine, str, str] | None:
@@ -226,12 +259,19 @@ async def render_chat(ref: ModelRef, messages: list[dict[str, Any]],
         raise BadRequest(str(exc)) from exc
 
 
-async def generate(scheduler: Scheduler, ref: ModelRef,
-                   req: CoreRequest) -> AsyncGenerator[Piece | Done, None]:
+Fit = Callable[[Runner, int], Awaitable[str]]
+
+
+async def generate(scheduler: Scheduler, ref: ModelRef, req: CoreRequest,
+                   fit: Fit | None = None) -> AsyncGenerator[Piece | Done, None]:
     """Hold the model for the whole stream; the load time is reported on the Done."""
     started = time.perf_counter()
     async with scheduler.use(ref, req.num_ctx, req.keep_alive) as loaded:
         load_ns = int((time.perf_counter() - started) * 1e9)
+        limit = min(req.num_ctx or loaded.num_ctx, loaded.num_ctx)
+        # A token is at least one byte (the BOS aside): a shorter prompt needs no counting.
+        if fit is not None and len(req.prompt.encode()) + 1 >= limit:
+            req.prompt = await fit(loaded.runner, limit)
         async for item in loaded.runner.complete(req):
             if isinstance(item, Done):
                 item.load_ns = load_ns
