@@ -31,7 +31,8 @@ def greedy_model(pulled: Server) -> str:
 
 
 def test_a_thread_continued_across_invocations_remembers(pulled: Server, greedy_model: str) -> None:
-    r = roost(pulled, "chat", greedy_model, "-m", "Remember this code word: ZEBRA-42. Reply only OK.")
+    r = roost(pulled, "chat", greedy_model, "-m",
+              "Remember this code word: ZEBRA-42. Reply only with: Noted, ZEBRA-42.")
     assert r.returncode == 0, r.stderr
     match = re.search(r"thread: (thread_\w+)", r.stderr)
     assert match, r.stderr

@@ -95,3 +95,23 @@ def test_remote_errors_are_one_line(server: Server, backend: Server) -> None:
     one_line_error(roost(server, "engines", "add", "Bad Name", "--url", "http://x"), "invalid engine name")
     assert roost(server, "engines", "rm", "gone").returncode == 0
     one_line_error(roost(server, "engines", "rm", "gone"), "not found")
+
+
+def test_configs_persist_across_a_restart_and_stay_secret(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    srv = start_server(home)
+    try:
+        r = roost(srv, "configs", "set", "openai_api_key", KEY)
+        assert r.returncode == 0 and KEY not in r.stdout + r.stderr
+    finally:
+        stop_server(srv)
+    srv = start_server(home)
+    try:
+        assert roost(srv, "configs", "get", "openai_api_key").stdout.strip() == "sk-…cdef"
+        with srv.client() as c:
+            assert KEY not in c.get("/v1/configs").text
+        assert stat.S_IMODE(os.stat(home / "roost.db").st_mode) == 0o600
+        assert all(KEY not in p.read_text(errors="replace") for p in home.rglob("*.log"))
+        one_line_error(roost(srv, "configs", "get", "github_token"), "not set")
+    finally:
+        stop_server(srv)

@@ -92,8 +92,8 @@ def handle(msg: dict[str, Any], script: Script) -> list[dict[str, Any]]:
         return out
     if op == "cancel":
         return []
-    if op == "tokenize":  # one "token" per byte: enough for length checks
-        return [{"op": "tokens", "id": rid, "tokens": list(str(msg.get("text", "")).encode())}]
+    if op == "tokenize":  # one "token" per word, as the done message counts them
+        return [{"op": "tokens", "id": rid, "tokens": list(range(len(str(msg.get("text", "")).split())))}]
     if op == "embed":
         texts = [str(t) for t in msg.get("texts") or []]
         vectors = [[1.0] + [0.0] * (EMBED_DIMS - 1) for _ in texts]
