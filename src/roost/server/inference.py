@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import Response
 
 from roost.chat import sandbox
 from roost.chat import template as templates
@@ -37,6 +38,7 @@ from roost.models.names import InvalidName
 from roost.models.resolve import ModelRef, NotFound, resolve
 from roost.scheduler.runner import Runner, RunnerError
 from roost.scheduler.scheduler import QueueFull, Scheduler
+from roost.server.disconnect import ClientGone
 from roost.threads.store import Engine
 from roost.threads.store import Store as ThreadStore
 
@@ -156,6 +158,23 @@ async def _remote(target: tuple[Engine, str, str],
             yield item
     except remote.RemoteError as exc:
         raise RunnerError(f"engine '{engine.name}': {exc}", exc.status) from exc
+
+
+ErrorResponse = Callable[[Exception, int, str, dict[str, str]], Response]
+
+
+async def guarded(fn: Callable[[], Awaitable[Response]], respond: ErrorResponse) -> Response:
+    """Run a route; an error raised before its answer starts becomes `respond`'s response
+    (each dialect its own shape), a departed client a 499 that only the access log sees."""
+    try:
+        return await fn()
+    except ClientGone:
+        return Response(status_code=499)
+    except Exception as exc:
+        known = failure(exc)
+        if known is None:
+            raise
+        return respond(exc, *known)
 
 
 def failure(exc: Exception) -> tuple[int, str, dict[str, str]] | None:

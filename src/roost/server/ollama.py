@@ -33,7 +33,7 @@ from roost.chat.parse import Parsed
 from roost.core import Done
 from roost.scheduler.runner import RunnerError
 from roost.server import inference
-from roost.server.disconnect import ClientGone, WatchedStreamingResponse, unless_disconnected
+from roost.server.disconnect import WatchedStreamingResponse, unless_disconnected
 from roost.server.inference import BadRequest
 
 router = APIRouter(prefix="/api")
@@ -49,17 +49,12 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 async def guarded(fn: Callable[[], Any]) -> Response:
-    """Map the errors that happen before a response starts onto Ollama's statuses."""
-    try:
-        return await fn()  # type: ignore[no-any-return]
-    except ClientGone:
-        return Response(status_code=499)  # nobody reads it: the status is for the access log
-    except Exception as exc:
-        known = inference.failure(exc)
-        if known is None:
-            raise
-        status, message, headers = known
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    """Errors before an answer starts, in Ollama's shape."""
+    return await inference.guarded(fn, _error_response)
+
+
+def _error_response(exc: Exception, status: int, message: str, headers: dict[str, str]) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 # -- generation -----------------------------------------------------------------------------

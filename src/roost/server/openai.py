@@ -43,7 +43,7 @@ from roost.models.resolve import NotFound, resolve
 from roost.models.store import Manifest
 from roost.scheduler.runner import RunnerError
 from roost.server import inference
-from roost.server.disconnect import ClientGone, WatchedStreamingResponse, unless_disconnected
+from roost.server.disconnect import WatchedStreamingResponse, unless_disconnected
 from roost.server.inference import BadRequest
 
 log = logging.getLogger("roost.server")
@@ -83,18 +83,13 @@ async def _guarded(fn: Callable[[], Any]) -> Response:
     The openai SDK retries 5xx by itself: a full queue says when to come back, and a
     failure a retry cannot fix (a model that does not load, a runner error) says not to.
     """
-    try:
-        return await fn()  # type: ignore[no-any-return]
-    except ClientGone:
-        return Response(status_code=499)  # nobody reads it: the status is for the access log
-    except Exception as exc:
-        known = inference.failure(exc)
-        if known is None:
-            raise
-        status, message, headers = known
-        if isinstance(exc, RunnerError):
-            headers = {**headers, "x-should-retry": "false"}
-        return error(status, message, headers=headers)
+    return await inference.guarded(fn, _error_response)
+
+
+def _error_response(exc: Exception, status: int, message: str, headers: dict[str, str]) -> Response:
+    if isinstance(exc, RunnerError):
+        headers = {**headers, "x-should-retry": "false"}
+    return error(status, message, headers=headers)
 
 
 # -- translating requests -------------------------------------------------------------------
