@@ -44,6 +44,8 @@ ALLOW_UNAUTHENTICATED = Setting("ROOST_ALLOW_UNAUTHENTICATED", "",
                                 "Set to 1 to serve a non-loopback address without an API key")
 ALLOWED_HOSTS = Setting("ROOST_ALLOWED_HOSTS", "", "Extra Host names accepted on a loopback bind "
                         "(name or .suffix, comma-separated; .local and .internal only if listed)")
+LOAD_TIMEOUT = Setting("ROOST_LOAD_TIMEOUT", "5m", "How long a model may take to load before its "
+                       "runner is stopped")
 CPU_KERNELS = Setting("ROOST_CPU_KERNELS", "auto", "CPU buffer types for weights: auto (fall back "
                       "if the runner faults while loading, and remember), all, no-amx, none")
 WEBSEARCH_URL = Setting("ROOST_WEBSEARCH_URL", "", "Search endpoint for `roost run --experimental-websearch`"
@@ -52,7 +54,7 @@ WEBSEARCH_URL = Setting("ROOST_WEBSEARCH_URL", "", "Search endpoint for `roost r
 SETTINGS: tuple[Setting, ...] = (
     HOST, HOME, KEEP_ALIVE, NUM_PARALLEL, MAX_LOADED, MAX_QUEUE,
     CONTEXT_LENGTH, NUM_THREADS, ORIGINS, EDITOR, NOHISTORY,
-    API_KEY, ALLOW_UNAUTHENTICATED, ALLOWED_HOSTS, CPU_KERNELS, WEBSEARCH_URL,
+    API_KEY, ALLOW_UNAUTHENTICATED, ALLOWED_HOSTS, CPU_KERNELS, LOAD_TIMEOUT, WEBSEARCH_URL,
 )
 KEY_FILE = "api_key"
 
@@ -186,3 +188,13 @@ def api_key(root: Path | None = None) -> str | None:
 
 def allow_unauthenticated() -> bool:
     return ALLOW_UNAUTHENTICATED.get().lower() in ("1", "true", "yes")
+
+
+def load_timeout() -> float:
+    from roost.durations import parse_duration
+
+    try:
+        seconds = parse_duration(LOAD_TIMEOUT.get())
+    except ValueError:
+        seconds = parse_duration(LOAD_TIMEOUT.default)
+    return seconds if seconds > 0 else parse_duration(LOAD_TIMEOUT.default)

@@ -91,3 +91,19 @@ def test_every_mode_gives_the_same_greedy_answer(tmp_path: Path) -> None:
             stop_server(srv)
     assert answers["all"] == answers["no-amx"]
     assert answers["none"].strip()
+
+
+def test_a_load_that_hangs_is_stopped_at_the_timeout(tmp_path: Path) -> None:
+    import time
+
+    srv = start_server(tmp_path / "home", {"ROOST_TEST_FAULT_WARMUP": "hang", "ROOST_LOAD_TIMEOUT": "3s"})
+    try:
+        _pull(srv)
+        started = time.monotonic()
+        with srv.client() as c:
+            r = c.post("/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False})
+        assert r.status_code == 504 and "did not load within 3 s" in r.json()["error"]
+        assert 2.5 < time.monotonic() - started < 20
+        assert _runner_modes(srv) == []  # killed and reaped: nothing left behind
+    finally:
+        stop_server(srv)

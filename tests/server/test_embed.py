@@ -50,3 +50,14 @@ def test_legacy_endpoint_and_official_client(pulled: Server) -> None:
     assert len(legacy.embedding) == 896
     new = client.embed(model=MODEL, input=["hello world"], dimensions=32)
     assert len(new.embeddings[0]) == 32
+
+
+def test_a_large_embedding_batch_does_not_kill_the_runner(pulled: Server) -> None:
+    """1200 vectors are one runner message of about 20 MB, over the old 16 MiB line limit."""
+    with pulled.client() as c:
+        r = c.post("/api/embed", json={"model": MODEL, "input": [f"w{i}" for i in range(1200)]})
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.json()["embeddings"]) == 1200
+        r = c.post("/api/generate", json={"model": MODEL, "prompt": "Say hi.", "stream": False,
+                                          "options": {"temperature": 0, "num_predict": 4}})
+        assert r.status_code == 200

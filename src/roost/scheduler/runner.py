@@ -24,6 +24,10 @@ from typing import IO, Any
 from roost.core import CoreRequest, Done, Piece
 from roost.scheduler import protocol
 
+# The longest line a runner may send: a batch of embeddings is one message (18 KB a vector
+# for a 896-wide model), and a longer line would mark the whole runner dead.
+MAX_MESSAGE = 256 * 1024 * 1024
+
 
 class RunnerError(RuntimeError):
     """The runner failed a request, or died while serving it."""
@@ -57,6 +61,7 @@ class RunnerSpec:
     num_threads: int
     num_gpu: int = 0
     cpu_kernels: str = "all"  # which CPU buffer types may hold weights (scheduler.cpu_kernels)
+    load_timeout: float = 300.0  # a runner not ready by then is killed
 
 
 class Runner:
@@ -95,13 +100,22 @@ class Runner:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         child.close()
-        reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 24)
+        reader, writer = await asyncio.open_unix_connection(sock=parent, limit=MAX_MESSAGE)
         hello: dict[str, Any] = {}
-        while line := await reader.readline():
-            msg = json.loads(line)
-            if msg.get("op") != "hello":
-                break
-            hello = msg
+        try:
+            async with asyncio.timeout(spec.load_timeout):
+                while line := await reader.readline():
+                    msg = json.loads(line)
+                    if msg.get("op") != "hello":
+                        break
+                    hello = msg
+        except TimeoutError:
+            writer.close()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise RunnerError(f"the model did not load within {spec.load_timeout:g} s "
+                              "(ROOST_LOAD_TIMEOUT)", 504) from None
         if not line:
             writer.close()
             code = await proc.wait()

@@ -78,15 +78,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _injected_fault(mode: str) -> None:
-    """Tests only: die by a real SIGSEGV in warm-up under the listed kernel modes.
+    """Tests only: die by a real SIGSEGV in warm-up under the listed kernel modes, or hang.
 
     No machine at hand has the AMX fault, so the server's fallback is tested with a runner
     that faults at the same moment the AMX kernel would: the first decode, before ready.
     """
-    modes = os.environ.get("ROOST_TEST_FAULT_WARMUP", "")
-    if mode in modes.split(","):
+    modes = os.environ.get("ROOST_TEST_FAULT_WARMUP", "").split(",")
+    if mode in modes:
         faulthandler.disable()
         ctypes.string_at(0)  # a real invalid read: the process dies by SIGSEGV
+    if "hang" in modes:  # a load that never ends
+        signal.pause()
 
 
 class _LazyEmbedder:

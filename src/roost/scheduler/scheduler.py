@@ -110,7 +110,8 @@ class Scheduler:
                 await self._stop_runner(runner)
                 runner = None
             if runner is None:
-                spec = RunnerSpec(weights, want_ctx, config.num_parallel(), config.num_threads())
+                spec = RunnerSpec(weights, want_ctx, config.num_parallel(), config.num_threads(),
+                                  load_timeout=config.load_timeout())
                 await self._make_room(memory.estimate(weights, ref.config, want_ctx,
                                                       spec.num_parallel))
                 runner = self.runners[weights] = await self._factory(spec)
