@@ -69,6 +69,27 @@ class CoreRequest:
 
 
 @dataclass
+class Turn:
+    """One generation, as any dialect asks for it."""
+
+    model: str
+    messages: list[dict[str, Any]] | None = None  # chat: rendered by the model's template
+    prompt: str = ""  # generate and completions: the user's text
+    raw: bool = False  # the prompt goes to the model as it is
+    system: str | None = None
+    template: str | None = None  # a request's own template (Ollama's generate)
+    tools: list[dict[str, Any]] | None = None
+    think: Any = None
+    format: Any = None
+    options: dict[str, Any] | None = None
+    defaults: dict[str, Any] | None = None  # the dialect's sampling defaults
+    keep_alive: Any = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    history: bool = False  # the Modelfile's MESSAGE layers start the conversation (chat)
+
+
+@dataclass
 class Piece:
     """Generated text, with the log-probabilities of its tokens when they were asked for."""
 

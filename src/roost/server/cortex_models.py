@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from roost.api.types import ModelRequest
 from roost.models.names import InvalidName
 from roost.models.resolve import NotFound
-from roost.server import inference, ollama_models
+from roost.server import engines, inference, ollama_models
 from roost.server.cortex import error
 
 router = APIRouter(prefix="/v1/models", tags=["cortex"])
@@ -40,7 +40,7 @@ async def pull(request: Request, body: ModelBody) -> Response:
 
 @router.post("/start")
 async def start(request: Request, body: ModelBody) -> Response:
-    if await inference.remote_target(request, body.model) is not None:
+    if await engines.remote_target(request, body.model) is not None:
         return JSONResponse({"message": f"Model '{body.model}' is served by its engine"})
     try:
         ref = inference.resolve_model(request, body.model)

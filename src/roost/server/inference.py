@@ -1,10 +1,8 @@
-"""Dialect-free generation: resolve the model, check the request, render, run, parse.
+"""What every dialect shares: checking a request, rendering, running, parsing, and errors.
 
-Every router translates its request into one `Turn` and calls `start`, which does all the
-checking before any runner is touched and returns the answer as one stream: `Parsed` parts
-(content, thinking, tool calls) and a final `Done`. Errors raised before the first part map
-onto HTTP statuses through `failure`; each router encodes the stream and the errors in its
-own dialect.
+The engines (server.engines) build a turn's answer from these pieces; the routers encode
+the answer's stream (`Parsed` parts and a final `Done`) and map errors raised before it
+starts through `guarded` and `failure`, each in its own dialect.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -33,131 +30,17 @@ from roost.core import (
     check_options,
 )
 from roost.durations import parse_duration
-from roost.engines import remote
 from roost.models.names import InvalidName
 from roost.models.resolve import ModelRef, NotFound, resolve
 from roost.scheduler.runner import Runner, RunnerError
 from roost.scheduler.scheduler import QueueFull, Scheduler
 from roost.server.disconnect import ClientGone
-from roost.threads.store import Engine
-from roost.threads.store import Store as ThreadStore
 
 log = logging.getLogger("roost.server")
 
 
 class BadRequest(ValueError):
     pass
-
-
-@dataclass
-class Turn:
-    """One generation, as any dialect asks for it."""
-
-    model: str
-    messages: list[dict[str, Any]] | None = None  # chat: rendered by the model's template
-    prompt: str = ""  # generate and completions: the user's text
-    raw: bool = False  # the prompt goes to the model as it is
-    system: str | None = None
-    template: str | None = None  # a request's own template (Ollama's generate)
-    tools: list[dict[str, Any]] | None = None
-    think: Any = None
-    format: Any = None
-    options: dict[str, Any] | None = None
-    defaults: dict[str, Any] | None = None  # the dialect's sampling defaults
-    keep_alive: Any = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    history: bool = False  # the Modelfile's MESSAGE layers start the conversation (chat)
-
-
-async def start(request: Request, turn: Turn) -> AsyncGenerator[Parsed | Done, None]:
-    """Check everything, render the prompt, and start the answer; raise before any runner."""
-    target = await remote_target(request, turn.model)
-    if target is not None:
-        return _remote(target, turn)
-    ref = resolve_model(request, turn.model)
-    req = build_request(ref, "", turn.options, turn.keep_alive, turn.format, turn.defaults,
-                        logprobs=turn.logprobs, top_logprobs=turn.top_logprobs)
-    if turn.raw:
-        req.prompt = turn.prompt
-    else:
-        messages = turn.messages
-        if messages is None:
-            messages = [{"role": "system", "content": turn.system}] if turn.system else []
-            messages.append({"role": "user", "content": turn.prompt})
-        req.prompt = await render_chat(ref, messages, tools=turn.tools, template=turn.template,
-                                       think=turn.think, history=turn.history)
-    fit = None
-    if turn.messages is not None and len(turn.messages) > 1:
-        chat = turn
-
-        async def fit(runner: Runner, limit: int) -> str:
-            return await _fit(runner, limit, ref, chat, req.prompt)
-
-    parser = output_parser(ref, req.prompt, turn.tools, turn.think)
-    return parsed(generate(scheduler(request), ref, req, fit), parser)
-
-
-async def _fit(runner: Runner, limit: int, ref: ModelRef, turn: Turn, prompt: str) -> str:
-    """A conversation longer than the context loses its oldest turns, whole, until it fits.
-
-    System messages and the newest message stay; a turn is never cut in the middle. If even
-    that does not fit, the prompt goes as it is and the runner says it is too long.
-    """
-    messages = list(turn.messages or [])
-    dropped = 0
-    while len(await runner.tokenize(prompt)) >= limit:
-        older = [i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"]
-        if not older:
-            break
-        first = older[0]
-        end = first + 1  # the turn: a message and the answers and tool results after it
-        while end < len(messages) - 1 and messages[end].get("role") not in ("user", "system"):
-            end += 1
-        del messages[first:end]
-        dropped += end - first
-        prompt = await render_chat(ref, messages, tools=turn.tools, template=turn.template,
-                                   think=turn.think, history=turn.history)
-    if dropped:
-        log.info("left out the %d oldest messages of a conversation to fit a context of %d tokens",
-                 dropped, limit)
-    return prompt
-
-
-async def remote_target(request: Request, model: str) -> tuple[Engine, str, str] | None:
-    """`MODEL:ENGINE` where ENGINE is a registered remote engine: (engine, model, its key)."""
-    name, sep, engine_name = model.rpartition(":")
-    if not sep or not name:
-        return None
-    db: ThreadStore = request.app.state.db
-    engine = await asyncio.to_thread(db.engine, engine_name)
-    if engine is None:
-        return None
-    key = engine.api_key or (await asyncio.to_thread(db.configs)).get(f"{engine.name}_api_key", "")
-    return engine, name, key
-
-
-async def _remote(target: tuple[Engine, str, str],
-                  turn: Turn) -> AsyncGenerator[Parsed | Done, None]:
-    """The same checks as a local turn, then the engine's stream; its errors as runner errors."""
-    engine, model, key = target
-    if turn.raw:
-        raise BadRequest(f"engine '{engine.name}' takes chat messages, not raw prompts")
-    try:
-        check_options(turn.options or {})
-    except OptionError as exc:
-        raise BadRequest(str(exc)) from exc
-    messages = turn.messages
-    if messages is None:
-        messages = [{"role": "system", "content": turn.system}] if turn.system else []
-        messages.append({"role": "user", "content": turn.prompt})
-    body = remote.request_body(model, messages, {**(turn.defaults or {}), **(turn.options or {})},
-                               turn.tools, _format(turn.format))
-    try:
-        async for item in remote.chat(engine.url, key, body):
-            yield item
-    except remote.RemoteError as exc:
-        raise RunnerError(f"engine '{engine.name}': {exc}", exc.status) from exc
 
 
 ErrorResponse = Callable[[Exception, int, str, dict[str, str]], Response]
@@ -235,7 +118,7 @@ def build_request(ref: ModelRef, prompt: str, options: dict[str, Any] | None,
         prompt=prompt,
         sampling=Sampling.from_options(merged),
         num_ctx=int(num_ctx) if num_ctx else None,
-        format=_format(fmt),
+        format=format_of(fmt),
         keep_alive=keep_alive_seconds(keep_alive),
         logprobs=_logprobs(logprobs, top_logprobs),
     )
@@ -249,7 +132,7 @@ def _logprobs(wanted: bool | None, top: int | None) -> int | None:
     return top or 0
 
 
-def _format(fmt: Any) -> Any:
+def format_of(fmt: Any) -> Any:
     """`format` travels to the runner, which turns it into a llama.cpp grammar."""
     if fmt in (None, ""):
         return None

@@ -1,6 +1,6 @@
 """Ollama's generation routes (`/api/generate`, `/api/chat`, `/api/embed`, `/api/embeddings`).
 
-Routes only translate: a request becomes an `inference.Turn`, and the answer's stream becomes
+Routes only translate: a request becomes a `core.Turn`, and the answer's stream becomes
 Ollama's chunks (NDJSON, or one object). Durations are integer nanoseconds, timestamps RFC
 3339. The model routes are in ollama_models.py; both share the error mapping here.
 """
@@ -30,9 +30,9 @@ from roost.api.types import (
     GenerateRequest,
 )
 from roost.chat.parse import Parsed
-from roost.core import Done
+from roost.core import Done, Turn
 from roost.scheduler.runner import RunnerError
-from roost.server import inference
+from roost.server import engines, inference
 from roost.server.disconnect import WatchedStreamingResponse, unless_disconnected
 from roost.server.inference import BadRequest
 
@@ -123,7 +123,7 @@ def ndjson_line(obj: dict[str, Any]) -> bytes:
 async def _load_response(request: Request, model: str, keep_alive: Any,
                          extra: dict[str, Any]) -> Response:
     """An empty prompt loads (or with keep_alive 0 unloads); a remote engine has nothing to load."""
-    if await inference.remote_target(request, model) is not None:
+    if await engines.remote_target(request, model) is not None:
         return JSONResponse({"model": model, "created_at": now_rfc3339(), **extra, "done": True,
                              "done_reason": "load"})
     ref = inference.resolve_model(request, model)
@@ -143,7 +143,7 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
             raise BadRequest(f"model '{body.model}' does not support images")
         if body.raw and (body.template or body.system or body.context):
             raise BadRequest("raw mode does not support template, system, or context")
-        stream = await inference.start(request, inference.Turn(
+        stream = await engines.start(request, Turn(
             body.model, prompt=body.prompt, raw=body.raw, system=body.system,
             template=body.template, think=body.think, format=body.format, options=body.options,
             keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs))
@@ -161,7 +161,7 @@ async def chat(request: Request, body: ChatRequest) -> Response:
             )
         if any(m.images for m in body.messages):
             raise BadRequest(f"model '{body.model}' does not support images")
-        stream = await inference.start(request, inference.Turn(
+        stream = await engines.start(request, Turn(
             body.model, messages=[_message_dict(m.model_dump(exclude_none=True)) for m in body.messages],
             tools=body.tools, think=body.think, format=body.format, options=body.options,
             keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs,

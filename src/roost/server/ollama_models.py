@@ -34,7 +34,7 @@ from roost.models.names import DEFAULT_HOST, InvalidName, Name
 from roost.models.pull import ModelNotFound, pull
 from roost.models.resolve import ModelRef, NotFound
 from roost.models.store import DigestMismatch, StoreError, parse_digest
-from roost.server import inference
+from roost.server import engines, inference
 from roost.server.inference import BadRequest
 from roost.server.ollama import NDJSON, error, guarded, ndjson_line
 
@@ -61,7 +61,7 @@ async def tags(request: Request) -> Response:
 @router.post("/show", responses=doc(ShowResponse))
 async def show(request: Request, body: ModelRequest) -> Response:
     async def run() -> Response:
-        target = await inference.remote_target(request, body.target)
+        target = await engines.remote_target(request, body.target)
         if target is not None:
             return JSONResponse(_remote_show(target[0].name, target[1]))
         ref = inference.resolve_model(request, body.target)

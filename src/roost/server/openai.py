@@ -37,12 +37,12 @@ from roost.api.openai_types import (
     ResponseFormat,
 )
 from roost.chat.parse import Parsed
-from roost.core import KNOWN_OPTIONS, Done
+from roost.core import KNOWN_OPTIONS, Done, Turn
 from roost.models.names import InvalidName, Name
 from roost.models.resolve import NotFound, resolve
 from roost.models.store import Manifest
 from roost.scheduler.runner import RunnerError
-from roost.server import inference
+from roost.server import engines, inference
 from roost.server.disconnect import WatchedStreamingResponse, unless_disconnected
 from roost.server.inference import BadRequest
 
@@ -347,7 +347,7 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
         tools, forced = _tool_choice(body.tools, body.tool_choice)
         max_tokens = (body.max_completion_tokens if body.max_completion_tokens is not None
                       else body.max_tokens)
-        stream = await inference.start(request, inference.Turn(
+        stream = await engines.start(request, Turn(
             body.model, messages=_messages(body.model, body.messages), tools=tools,
             format=forced or _format(body.response_format), options=_options(body, max_tokens),
             defaults=DEFAULTS, keep_alive=_keep_alive(body), logprobs=body.logprobs,
@@ -367,7 +367,7 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
             if len(prompt) != 1:
                 raise BadRequest("prompt: only a single string prompt is supported")
             prompt = prompt[0]
-        stream = await inference.start(request, inference.Turn(
+        stream = await engines.start(request, Turn(
             body.model, prompt=prompt, raw=True, options=_options(body, body.max_tokens),
             defaults=DEFAULTS, keep_alive=_keep_alive(body), think=False,
             logprobs=body.logprobs is not None, top_logprobs=body.logprobs))
