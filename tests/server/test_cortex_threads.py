@@ -70,3 +70,12 @@ def test_threads_survive_a_restart(tmp_path: Path) -> None:
             assert [m["content"][0]["text"]["value"] for m in data] == ["remember"]
     finally:
         stop_server(srv)
+
+
+def test_openai_style_content_parts(server: Server) -> None:
+    with server.client() as c:
+        t = c.post("/v1/threads", json={}).json()
+        for content in ([{"type": "text", "text": "hello"}],
+                        [{"type": "text", "text": {"value": "hello", "annotations": []}}]):
+            r = c.post(f"/v1/threads/{t['id']}/messages", json={"role": "user", "content": content})
+            assert r.status_code == 200 and r.json()["content"][0]["text"]["value"] == "hello"

@@ -178,3 +178,33 @@ def test_cors_preflight_of_the_openai_browser_sdk(pulled: Server) -> None:
 def test_host_header_on_a_loopback_bind(pulled: Server, host: str, ok: bool) -> None:
     status, _ = raw(pulled, "GET", "/api/tags", headers={"Host": host})
     assert status == (200 if ok else 403)
+
+
+def test_a_web_page_cannot_change_anything(pulled: Server) -> None:
+    """A cross-site `text/plain` POST needs no preflight: CORS alone would let it run."""
+    evil = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    body = b'{"name": "latest", "url": "https://evil.example"}'
+    status, answer = raw(pulled, "POST", "/v1/engines", body, evil)
+    assert status == 403 and b"not allowed" in answer
+    status, _ = raw(pulled, "POST", "/api/pull", b'{"model": "x"}', evil)
+    assert status == 403
+    with pulled.client() as c:
+        assert "latest" not in c.get("/v1/engines").text
+    status, _ = raw(pulled, "POST", "/api/show", json.dumps({"model": MODEL}).encode(),
+                    {"Origin": "http://localhost:5173", "Content-Type": "text/plain"})
+    assert status == 200  # a page served from this machine may
+    status, _ = raw(pulled, "GET", "/api/tags", headers={"Origin": "https://evil.example"})
+    assert status == 200  # reading is CORS's business: the browser hides the answer
+
+
+def test_unclosed_strings_are_scanned_in_linear_time(pulled: Server) -> None:
+    started = time.monotonic()
+    status, _ = raw(pulled, "POST", "/api/chat", b'\\"' * 1_000_000,
+                    {"Content-Type": "application/json"})
+    assert status == 400 and time.monotonic() - started < 3
+
+
+def test_registry_manifest_put_refuses_junk(pulled: Server) -> None:
+    for body in (b"[]", b"[" * 100_000, b"{}"):
+        status, answer = raw(pulled, "PUT", "/v2/team/junk/manifests/latest", body)
+        assert status == 400, (body[:10], answer)

@@ -115,3 +115,15 @@ def test_configs_persist_across_a_restart_and_stay_secret(tmp_path: Path) -> Non
         one_line_error(roost(srv, "configs", "get", "github_token"), "not set")
     finally:
         stop_server(srv)
+
+
+def test_an_engine_named_like_a_tag_does_not_take_local_models(pulled: Server) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    assert roost(pulled, "cp", MODEL, "tagtest:latest").returncode == 0
+    assert roost(pulled, "engines", "add", "latest", "--url", url).returncode == 0
+    try:
+        r = roost(pulled, "run", "-o", "num_predict=4", "tagtest:latest", "hi")  # stays local
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    finally:
+        roost(pulled, "engines", "rm", "latest")
+        roost(pulled, "rm", "tagtest:latest")

@@ -75,7 +75,7 @@ async def chat(url: str, api_key: str, body: dict[str, Any],
                 chunk = _data(line)
                 if chunk is None:
                     continue
-                usage = chunk.get("usage") or usage
+                usage = chunk["usage"] if isinstance(chunk.get("usage"), dict) else usage
                 for choice in chunk.get("choices") or []:
                     finish = choice.get("finish_reason") or finish
                     part = _delta(choice.get("delta") or {}, calls)
@@ -108,13 +108,16 @@ def _data(line: str) -> dict[str, Any] | None:
     except ValueError as exc:
         raise RemoteError(f"the engine sent something that is not JSON: {payload[:80]!r}") from exc
     if isinstance(chunk, dict) and "error" in chunk:
-        raise RemoteError(str((chunk["error"] or {}).get("message") or chunk["error"]))
+        err = chunk["error"]
+        raise RemoteError(str(err.get("message") or err) if isinstance(err, dict) else str(err))
     return chunk if isinstance(chunk, dict) else None
 
 
 def _delta(delta: dict[str, Any], calls: dict[int, dict[str, Any]]) -> Parsed:
     for call in delta.get("tool_calls") or []:  # streamed in fragments, kept until the end
-        slot = calls.setdefault(int(call.get("index", len(calls))), {"name": "", "arguments": ""})
+        index = call.get("index")
+        slot = calls.setdefault(int(index) if isinstance(index, int) else len(calls),
+                                {"name": "", "arguments": ""})
         fn = call.get("function") or {}
         slot["name"] += fn.get("name") or ""
         slot["arguments"] += fn.get("arguments") or ""

@@ -97,7 +97,10 @@ async def spawn(spec: RunnerSpec, home: Path, start: Spawn) -> Runner:
             mode = fallback
             continue
         if mode != first:
-            remember(home, mode, reason)
+            try:
+                remember(home, mode, reason)
+            except OSError as exc:  # a full or read-only home: the runner still serves
+                log.warning("could not keep the CPU kernel choice in %s: %s", home / FILE, exc)
         return runner
 
 

@@ -109,13 +109,15 @@ class Runner:
                     if msg.get("op") != "hello":
                         break
                     hello = msg
-        except TimeoutError:
+        except BaseException as exc:  # too slow, or the request was cancelled: no orphan
             writer.close()
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await proc.wait()
-            raise RunnerError(f"the model did not load within {spec.load_timeout:g} s "
-                              "(ROOST_LOAD_TIMEOUT)", 504) from None
+            await asyncio.shield(proc.wait())
+            if isinstance(exc, TimeoutError):
+                raise RunnerError(f"the model did not load within {spec.load_timeout:g} s "
+                                  "(ROOST_LOAD_TIMEOUT)", 504) from None
+            raise
         if not line:
             writer.close()
             code = await proc.wait()

@@ -33,12 +33,11 @@ from roost.server import (
     registry,
 )
 from roost.server.body import BodyLimits
-from roost.server.security import ALLOWED_HEADERS, ApiKey, HostGuard
+from roost.server.security import ALLOWED_HEADERS, LOCAL_ORIGINS, ApiKey, HostGuard, OriginGuard
 from roost.threads.store import Store as ThreadStore
 
 log = logging.getLogger("roost.server")
 
-_LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\]|0\.0\.0\.0)(:\d+)?"
 
 
 def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
@@ -58,16 +57,18 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
     app.state.db = ThreadStore(root / "roost.db")  # threads, engines, configs
     app.state.bind_host = bind_host
 
-    # Starlette runs the last added outermost: Host guard, CORS, API key, body limits, routes.
+    # Starlette runs the last added outermost: Host guard, Origin guard, CORS, API key, body
+    # limits, routes.
     app.add_middleware(BodyLimits)
     app.add_middleware(ApiKey, key=config.api_key(root), bind_host=bind_host)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=config.origins(),
-        allow_origin_regex=_LOCAL_ORIGINS,
+        allow_origin_regex=LOCAL_ORIGINS,
         allow_methods=["*"],
         allow_headers=list(ALLOWED_HEADERS),
     )
+    app.add_middleware(OriginGuard, allowed=config.origins())
     app.add_middleware(HostGuard, bind_host=bind_host, allowed=config.allowed_hosts())
 
     @app.exception_handler(RequestValidationError)

@@ -21,7 +21,9 @@ from roost.server.cortex import PREFIXES as CORTEX_PREFIXES
 MAX_BODY = 32 * 1024 * 1024
 MAX_DEPTH = 64
 _STREAMED = ("/api/blobs/", "/v2/")
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# An unclosed string runs to the end: without the optional quote a body of `\"` repeated
+# would make the scan quadratic.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.DOTALL)
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 
 

@@ -89,8 +89,11 @@ def _text(content: str | list[dict[str, Any]]) -> str:
     """Cortex and OpenAI clients send a string, or parts of which the text ones count."""
     if isinstance(content, str):
         return content
-    return "".join(str((p.get("text") or {}).get("value", p.get("text", ""))) for p in content
-                   if p.get("type") == "text")
+    parts = []
+    for part in content:
+        text = part.get("text") if isinstance(part, dict) and part.get("type") == "text" else None
+        parts.append(str(text.get("value", "")) if isinstance(text, dict) else str(text or ""))
+    return "".join(parts)
 
 
 @router.get("/healthz")

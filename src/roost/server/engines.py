@@ -20,6 +20,7 @@ from fastapi import Request
 from roost.chat.parse import Parsed
 from roost.core import Done, OptionError, Turn, check_options
 from roost.engines import remote
+from roost.models.names import InvalidName, Name
 from roost.models.resolve import ModelRef
 from roost.scheduler.runner import Runner, RunnerError
 from roost.server.inference import (
@@ -142,7 +143,14 @@ async def remote_target(request: Request, model: str) -> tuple[EngineRecord, str
         return None
     db: Store = request.app.state.db
     engine = await asyncio.to_thread(db.engine, engine_name)
-    if engine is None:
-        return None
+    if engine is None or _is_local(request, model):
+        return None  # a model in the store is never rerouted by an engine named like its tag
     key = engine.api_key or (await asyncio.to_thread(db.configs)).get(f"{engine.name}_api_key", "")
     return engine, name, key
+
+
+def _is_local(request: Request, model: str) -> bool:
+    try:
+        return request.app.state.store.get(Name.parse(model)) is not None
+    except InvalidName:
+        return False

@@ -7,6 +7,7 @@ and the blob is kept only if its sha256 matches the digest the client commits wi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from pathlib import Path
@@ -18,6 +19,7 @@ from roost.models.names import DEFAULT_HOST, InvalidName, Name
 from roost.models.store import MANIFEST_MEDIA_TYPE, Store, StoreError, parse_digest, wire_digest
 
 router = APIRouter(prefix="/v2", include_in_schema=False)
+MAX_MANIFEST = 4 * 1024 * 1024
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -136,7 +138,8 @@ async def finish_upload(request: Request, ns: str, model: str, upload: str) -> R
                 while block := src.read(1 << 20):
                     yield block
 
-        _store(request).write_blob(chunks(), digest)  # type: ignore[arg-type]
+        store = _store(request)
+        await asyncio.to_thread(store.write_blob, chunks(), digest)  # type: ignore[arg-type]
     except StoreError as exc:
         return _error(400, "DIGEST_INVALID", str(exc))
     except OSError as exc:
@@ -162,11 +165,15 @@ def _upload_path(request: Request, ns: str, model: str, upload: str) -> Path | N
 @router.put("/{ns}/{model}/manifests/{tag}")
 async def put_manifest(request: Request, ns: str, model: str, tag: str) -> Response:
     store = _store(request)
-    raw = await request.body()
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_MANIFEST:
+            return _error(413, "MANIFEST_INVALID", f"a manifest is at most {MAX_MANIFEST >> 20} MiB")
     try:
         name = _name(ns, model, tag, host=request.headers.get("host", "localhost"))
         store.put_raw(name, raw)
-    except (ValueError, KeyError, InvalidName) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, InvalidName) as exc:
         return _error(400, "MANIFEST_INVALID", f"invalid manifest: {exc}")
     except StoreError as exc:
         return _error(400, "BLOB_UNKNOWN", str(exc))

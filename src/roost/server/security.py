@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import re
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -45,6 +46,29 @@ def is_loopback(host: str) -> bool:
 def _own_names() -> set[str]:
     host = socket.gethostname().lower()
     return {host, host.split(".", 1)[0]} - {""}
+
+
+LOCAL_ORIGINS = r"(https?://(localhost|127\.0\.0\.1|\[::1\]|0\.0\.0\.0)(:\d+)?|(app|file|tauri|vscode-webview|vscode-file)://.*)"
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+class OriginGuard:
+    """A web page may not change anything: a POST, PUT, PATCH or DELETE that carries an Origin
+    CORS does not allow is refused before any route runs. CORS alone only hides the answer,
+    and a `text/plain` body needs no preflight."""
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str] = ()) -> None:
+        self.app = app
+        self.allowed = {a.strip().rstrip("/") for a in allowed if a.strip()}
+        self.local = re.compile(LOCAL_ORIGINS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS:
+            origin = _header(scope, b"origin")
+            if origin and origin not in self.allowed and not self.local.fullmatch(origin):
+                await _json(send, 403, {"error": f"origin {origin} is not allowed (ROOST_ORIGINS)"})
+                return
+        await self.app(scope, receive, send)
 
 
 class HostGuard:
