@@ -77,3 +77,20 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     assert len(contents) == 100
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_concurrent_metadata_updates_merge(tmp_path: Path) -> None:
+    path = tmp_path / "roost.db"
+    thread = Store(path).create_thread("t")
+
+    def update(n: int) -> None:
+        store = Store(path)
+        for i in range(10):
+            store.update_thread(thread.id, metadata={f"k{n}-{i}": i})
+
+    workers = [threading.Thread(target=update, args=(n,)) for n in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(Store(path).thread(thread.id).metadata) == 40

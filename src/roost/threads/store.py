@@ -179,12 +179,16 @@ class Store:
 
     def update_thread(self, thread_id: str, title: str | None = None, model: str | None = None,
                       metadata: dict[str, Any] | None = None) -> Thread:
-        thread = self.thread(thread_id)
-        thread.title = thread.title if title is None else title
-        thread.model = thread.model if model is None else model
-        thread.metadata = thread.metadata if metadata is None else {**thread.metadata, **metadata}
-        thread.updated_at = int(time.time())
+        """Read and write in one transaction, so concurrent updates merge instead of racing."""
         with self._db() as db:
+            row = db.execute(f"{_THREADS} WHERE id = ?", (thread_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"thread '{thread_id}' not found")
+            thread = _thread(row)
+            thread.title = thread.title if title is None else title
+            thread.model = thread.model if model is None else model
+            thread.metadata = thread.metadata if metadata is None else {**thread.metadata, **metadata}
+            thread.updated_at = int(time.time())
             db.execute("UPDATE threads SET title = ?, model = ?, metadata = ?, updated_at = ? "
                        "WHERE id = ?", (thread.title, thread.model, json.dumps(thread.metadata),
                                         thread.updated_at, thread_id))
@@ -228,10 +232,14 @@ class Store:
 
     def update_message(self, thread_id: str, message_id: str, content: str | None = None,
                        metadata: dict[str, Any] | None = None) -> Message:
-        msg = self.message(thread_id, message_id)
-        msg.content = msg.content if content is None else content
-        msg.metadata = msg.metadata if metadata is None else {**msg.metadata, **metadata}
         with self._db() as db:
+            row = db.execute("SELECT * FROM messages WHERE id = ? AND thread_id = ?",
+                             (message_id, thread_id)).fetchone()
+            if row is None:
+                raise NotFound(f"message '{message_id}' not found in thread '{thread_id}'")
+            msg = _message(row)
+            msg.content = msg.content if content is None else content
+            msg.metadata = msg.metadata if metadata is None else {**msg.metadata, **metadata}
             db.execute("UPDATE messages SET content = ?, metadata = ? WHERE id = ?",
                        (msg.content, json.dumps(msg.metadata), message_id))
         return msg
