@@ -97,3 +97,16 @@ def pulled(server: Server) -> Server:
 def greedy(num_predict: int = 24, **extra: object) -> dict[str, object]:
     """Options that make the model deterministic."""
     return {"temperature": 0, "seed": 42, "num_predict": num_predict, **extra}
+
+
+def roost_cli(server: Server, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The real `roost` command against `server`, as a script runs it."""
+    return subprocess.run([sys.executable, "-m", "roost", *args], env=server.env(), input=stdin,
+                          text=True, capture_output=True, timeout=120)
+
+
+def one_line_error(r: subprocess.CompletedProcess[str], *words: str) -> None:
+    """Exit 1 with one `Error: ...` line on stderr (naming `words`), never a traceback."""
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr and all(w in r.stderr for w in words), r.stderr

@@ -11,13 +11,9 @@ import pexpect
 import pytest
 
 from tests.conftest import MODEL, Server
+from tests.conftest import roost_cli as roost
 
 GREEDY = "chat-greedy:1"
-
-
-def roost(server: Server, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "roost", *args], env=server.env(), input=stdin,
-                          text=True, capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODEL, Server
-
-
-def roost(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "roost", *args], env=server.env(), text=True,
-                          capture_output=True, timeout=120)
-
-
-def one_line_error(r: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert r.returncode == 1 and r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1, r.stderr
-    assert all(w in r.stderr for w in words), r.stderr
+from tests.conftest import MODEL, Server, one_line_error
+from tests.conftest import roost_cli as roost
 
 
 def test_a_preset_reaches_the_model(pulled: Server, tmp_path: Path) -> None:

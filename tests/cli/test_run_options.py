@@ -9,21 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODEL, Server
+from tests.conftest import MODEL, Server, one_line_error
+from tests.conftest import roost_cli as roost
 
 ROOST = [sys.executable, "-m", "roost"]
 SHORT = ["-o", "temperature=0", "-o", "num_predict=24"]
-
-
-def roost(server: Server, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ROOST, *args], env=server.env(), input=stdin, text=True,
-                          capture_output=True, timeout=120)
-
-
-def one_line_error(r: subprocess.CompletedProcess[str]) -> None:
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
-    assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1, r.stderr
-    assert "Traceback" not in r.stderr
 
 
 def test_format_json_prints_json(pulled: Server) -> None:

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from tests.conftest import MODEL, Server
-
-
-def roost(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "roost", *args], env=server.env(), text=True,
-                          capture_output=True, timeout=120)
+from tests.conftest import roost_cli as roost
 
 
 def loaded(server: Server) -> list[str]:

@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.conftest import MODEL, Server, free_port, start_server, stop_server
+from tests.conftest import MODEL, Server, free_port, one_line_error, start_server, stop_server
+from tests.conftest import roost_cli as roost
 
 KEY = "sk-remote-0123456789abcdef"
 
@@ -33,16 +32,6 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
     finally:
         stop_server(srv)
-
-
-def roost(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "roost", *args], env=server.env(), text=True,
-                          capture_output=True, timeout=120)
-
-
-def one_line_error(r: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert r.returncode == 1 and r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1, r.stderr
-    assert all(w in r.stderr for w in words), r.stderr
 
 
 def test_remote_models_through_every_door(server: Server, backend: Server) -> None:

@@ -129,31 +129,10 @@ class Agent:
             raise
 
     def _reply(self) -> list[dict[str, Any]]:
-        """Stream one answer through AnswerPrinter; keep it in the conversation; its tool calls."""
-        from roost.cli.answer import AnswerPrinter
-        from roost.cli.render import wrap_width
-        from roost.cli.session import print_stats
-
-        s = self.session.settings
-        printer = AnswerPrinter(sys.stdout, wrap_width(not s.wordwrap), s.hide_thinking)
+        """Stream one answer, with the tools offered; keep it in the conversation; its calls."""
         reply: dict[str, Any] = {"role": "assistant", "content": ""}
-        final: dict[str, Any] = {}
-        try:
-            for chunk in self.session.client.chat(
-                    self.session.model, self.session.request_messages(), tools=self.tools,
-                    format=s.format, keep_alive=s.keepalive, options=s.options or None, think=s.think):
-                message = chunk.get("message") or {}
-                printer.chunk(message)
-                reply["content"] += message.get("content") or ""
-                if message.get("tool_calls"):
-                    reply.setdefault("tool_calls", []).extend(message["tool_calls"])
-                if chunk.get("done"):
-                    final = chunk
-        finally:
-            printer.close()
+        self.session.stream(reply, tools=self.tools)
         self.session.messages.append(reply)
-        if s.verbose and final:
-            print_stats(final)
         return list(reply.get("tool_calls") or [])
 
     def _call(self, call: dict[str, Any]) -> None:

@@ -71,16 +71,30 @@ class Session:
     def ask(self, text: str) -> dict[str, Any]:
         """Send one user turn, print the answer as it streams; return the final chunk."""
         self.messages.append({"role": "user", "content": text})
+        reply: dict[str, Any] = {"role": "assistant", "content": ""}
+        try:
+            final = self.stream(reply)
+        except BaseException:
+            self.messages.pop()  # the unanswered question
+            with contextlib.suppress(Exception):  # what was said is kept, marked incomplete
+                self._store(text, reply["content"], complete=False)
+            raise
+        self.messages.append(reply)
+        self._store(text, reply["content"], complete=True)
+        return final
+
+    def stream(self, reply: dict[str, Any], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The answer to the conversation so far, printed as it streams and gathered into
+        `reply` (in place, so an interrupted answer keeps what came); the final chunk."""
         s = self.settings
         printer = AnswerPrinter(sys.stdout, wrap_width(not s.wordwrap), s.hide_thinking)
-        reply: dict[str, Any] = {"role": "assistant", "content": ""}
         final: dict[str, Any] = {}
         waiting = contextlib.ExitStack()
         waiting.enter_context(spinner(""))  # until the first piece: a load or a long prompt
         try:
-            for chunk in self.client.chat(self.model, self.request_messages(), format=s.format,
-                                          keep_alive=s.keepalive, options=s.options or None,
-                                          think=s.think):
+            for chunk in self.client.chat(self.model, self.request_messages(), tools=tools,
+                                          format=s.format, keep_alive=s.keepalive,
+                                          options=s.options or None, think=s.think):
                 waiting.close()
                 message = chunk.get("message") or {}
                 printer.chunk(message)
@@ -92,14 +106,9 @@ class Session:
         except BaseException:
             waiting.close()
             printer.abort()
-            self.messages.pop()  # the unanswered question
-            with contextlib.suppress(Exception):  # what was said is kept, marked incomplete
-                self._store(text, reply["content"], complete=False)
             raise
         waiting.close()
         printer.close()
-        self.messages.append(reply)
-        self._store(text, reply["content"], complete=True)
         if s.verbose and final:
             print_stats(final)
         return final
