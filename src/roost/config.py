@@ -48,13 +48,16 @@ LOAD_TIMEOUT = Setting("ROOST_LOAD_TIMEOUT", "5m", "How long a model may take to
                        "runner is stopped")
 CPU_KERNELS = Setting("ROOST_CPU_KERNELS", "auto", "CPU buffer types for weights: auto (fall back "
                       "if the runner faults while loading, and remember), all, no-amx, none")
+DRAIN_TIMEOUT = Setting("ROOST_DRAIN_TIMEOUT", "10s", "On SIGTERM, how long streams in flight may "
+                        "run before they end with an error frame and the server exits")
 WEBSEARCH_URL = Setting("ROOST_WEBSEARCH_URL", "", "Search endpoint for `roost run --experimental-websearch`"
                         ", e.g. http://127.0.0.1:8080/search?q={query}")
 
 SETTINGS: tuple[Setting, ...] = (
     HOST, HOME, KEEP_ALIVE, NUM_PARALLEL, MAX_LOADED, MAX_QUEUE,
     CONTEXT_LENGTH, NUM_THREADS, ORIGINS, EDITOR, NOHISTORY,
-    API_KEY, ALLOW_UNAUTHENTICATED, ALLOWED_HOSTS, CPU_KERNELS, LOAD_TIMEOUT, WEBSEARCH_URL,
+    API_KEY, ALLOW_UNAUTHENTICATED, ALLOWED_HOSTS, CPU_KERNELS, LOAD_TIMEOUT, DRAIN_TIMEOUT,
+    WEBSEARCH_URL,
 )
 KEY_FILE = "api_key"
 
@@ -198,3 +201,14 @@ def load_timeout() -> float:
     except ValueError:
         seconds = parse_duration(LOAD_TIMEOUT.default)
     return seconds if seconds > 0 else parse_duration(LOAD_TIMEOUT.default)
+
+
+def drain_timeout() -> float:
+    """Seconds a SIGTERM'd server lets streams in flight finish (0: end them at once)."""
+    from roost.durations import parse_duration
+
+    try:
+        seconds = parse_duration(DRAIN_TIMEOUT.get())
+    except ValueError:
+        seconds = parse_duration(DRAIN_TIMEOUT.default)
+    return max(seconds, 0.0)
