@@ -48,8 +48,9 @@ LOAD_TIMEOUT = Setting("ROOST_LOAD_TIMEOUT", "5m", "How long a model may take to
                        "runner is stopped")
 CPU_KERNELS = Setting("ROOST_CPU_KERNELS", "auto", "CPU buffer types for weights: auto (fall back "
                       "if the runner faults while loading, and remember), all, no-amx, none")
-DRAIN_TIMEOUT = Setting("ROOST_DRAIN_TIMEOUT", "10s", "On SIGTERM, how long streams in flight may "
-                        "run before they end with an error frame and the server exits")
+DRAIN_TIMEOUT = Setting("ROOST_DRAIN_TIMEOUT", "10s", "On SIGTERM or Ctrl+C, how long answers in "
+                        "flight may run before they end with an error frame (a stream) or a 503, "
+                        "and the server exits")
 WEBSEARCH_URL = Setting("ROOST_WEBSEARCH_URL", "", "Search endpoint for `roost run --experimental-websearch`"
                         ", e.g. http://127.0.0.1:8080/search?q={query}")
 

@@ -48,7 +48,7 @@ def wait_until_gone(pid: int) -> None:
 
 @pytest.fixture
 def pool() -> Iterator[Pool]:
-    p = Pool(deadline_s=1.0)
+    p = Pool(deadline_s=2.0)  # the 8 MiB case needs about 1 s of a loaded CPU
     yield p
     p.close()
     assert workers(os.getpid()) == []
@@ -78,7 +78,7 @@ def test_round_trip_is_cheap(pool: Pool) -> None:
 
 @pytest.mark.parametrize(("evil", "cause"), [
     *HOSTILE,
-    (NESTED.replace("{}", ""), "took longer than 1 s"),  # no output, no allocation: only time stops it
+    (NESTED.replace("{}", ""), "took longer than 2 s"),  # no output, no allocation: only time stops it
     ("{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}",
      "output is larger than 8 MiB"),
 ])
@@ -87,7 +87,7 @@ def test_hostile_template_fails_and_the_pool_goes_on(pool: Pool, evil: str, caus
     started = time.monotonic()
     with pytest.raises(TemplateRenderError, match=re.escape(cause)):
         pool.render(evil, HI)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5
     assert pool.render(None, HI) == CHATML_HI
 
 

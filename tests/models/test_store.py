@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import errno
 import hashlib
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,3 +82,46 @@ def test_manifest_refuses_missing_layers(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         store.put(Name.parse("m"), config, [missing])
     assert store.entries() == []
+
+
+def test_a_dead_writers_leftover_is_swept_and_a_live_writers_is_kept(tmp_path: Path) -> None:
+    """A temporary that kill -9 left behind holds no lock; one being written holds its writer's."""
+    store = Store(tmp_path)
+    store.blobs.mkdir()
+    leftover = store.blobs / f"sha256-{'0' * 64}-dead.partial"
+    leftover.write_bytes(b"half a blob")
+    data = b"a blob written while sweeps run" * 100
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    during: list[tuple[list[Path], list[str]]] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield data[:1000]
+        swept = store.sweep_temporaries()  # as another request's write would, mid-way
+        during.append((swept, sorted(p.name for p in store.blobs.iterdir())))
+        yield data[1000:]
+
+    store.write_blob(chunks(), digest, len(data))
+    swept, present = during[0]
+    assert not leftover.exists()  # the write that started swept the dead writer's file
+    assert swept == [] and len(present) == 1 and present[0].endswith(".partial")  # kept, live
+    assert sorted(p.name for p in store.blobs.iterdir()) == [parse_digest(digest)]
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
+    """A 64 KiB file-size limit (EFBIG) in a child process stands in for a full disk."""
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from roost.models.store import DiskFull, Store\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+        "try:\n"
+        "    Store(Path(sys.argv[1])).write_blob([b'x' * (1 << 20)], 'sha256:' + '0' * 64, 1 << 20)\n"
+        "except DiskFull as exc:\n"
+        "    print(exc.errno, exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{errno.EFBIG} the disk is full: no room for sha256:0000")
+    assert "(1.0 MB)" in done.stdout and "File too large" in done.stdout
+    assert list((tmp_path / "blobs").iterdir()) == []

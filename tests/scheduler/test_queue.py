@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx2 as httpx
 import pytest
 
 from tests.conftest import MODEL, Server, greedy, start_server, stop_server
 
+QUEUE = 4
 LONG = {"model": MODEL, "prompt": "Write a very long story about the sea.", "options": greedy(300)}
 
 
 @pytest.fixture(scope="module")
 def one_slot(pulled: Server) -> Iterator[Server]:
-    """A second server on the same store, with one sequence slot and a queue of one."""
-    srv = start_server(pulled.home, {"ROOST_NUM_PARALLEL": "1", "ROOST_MAX_QUEUE": "1"})
+    """A second server on the same store, with one sequence slot and a queue of four."""
+    srv = start_server(pulled.home, {"ROOST_NUM_PARALLEL": "1", "ROOST_MAX_QUEUE": str(QUEUE)})
     try:
         yield srv
     finally:
@@ -42,34 +44,77 @@ def test_cancelled_stream_frees_its_slot(one_slot: Server) -> None:
     assert elapsed < 100 * seconds_per_token
 
 
-def test_full_queue_is_503_with_error_body(one_slot: Server) -> None:
-    with one_slot.client() as c:
-        c.post("/api/generate", json={"model": MODEL})  # loaded
-    results: list[int] = []
-    first_token = threading.Event()
+@dataclass
+class Sent:
+    status: int
+    seconds: float  # from sending to the whole answer
+    response: httpx.Response
 
-    def stream_long() -> None:
-        body = {**LONG, "options": greedy(60)}
-        with one_slot.client() as c, c.stream("POST", "/api/generate", json=body) as r:
-            for line in r.iter_lines():
-                if line and not json.loads(line)["done"]:
-                    first_token.set()  # and keep reading: the slot stays busy
 
-    def queued() -> None:
-        with one_slot.client() as c:
-            results.append(c.post("/api/generate", json={**LONG, "stream": False,
-                                                         "options": greedy(2)}).status_code)
+def burst(server: Server, n: int, body: dict[str, Any], done: Callable[[list[Sent]], bool],
+          then: Callable[[], None]) -> list[Sent]:
+    """n requests sent at once from n threads; `then()` runs once `done(answers so far)`."""
+    gate = threading.Barrier(n)
+    results: list[Sent] = []
+    changed = threading.Condition()
 
-    active = threading.Thread(target=stream_long)
-    active.start()
-    assert first_token.wait(60)
-    waiting = threading.Thread(target=queued)
-    waiting.start()
-    time.sleep(0.5)
-    with httpx.Client(base_url=one_slot.url, timeout=30) as c:
-        r = c.post("/api/generate", json={**LONG, "stream": False})
-    active.join(300)
-    waiting.join(300)
-    assert r.status_code == 503
-    assert "server busy" in r.json()["error"] and r.headers["retry-after"]
-    assert results == [200]
+    def send() -> None:
+        with server.client(timeout=300) as c:
+            c.get("/api/version")  # connected before the gate, so only the request is timed
+            gate.wait()
+            sent = time.monotonic()
+            r = c.post("/api/generate", json=body)
+            with changed:
+                results.append(Sent(r.status_code, time.monotonic() - sent, r))
+                changed.notify_all()
+
+    threads = [threading.Thread(target=send) for _ in range(n)]
+    for t in threads:
+        t.start()
+    with changed:
+        changed.wait_for(lambda: done(results), timeout=120)
+    then()
+    for t in threads:
+        t.join(300)
+    assert len(results) == n
+    return results
+
+
+def burst_while_busy(server: Server) -> list[Sent]:
+    """While one stream holds the only slot, 2 x QUEUE requests at once; the stream hangs up
+    once QUEUE of them have been refused, so the ones waiting can run."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_slot() -> None:
+        with server.client() as c, c.stream("POST", "/api/generate", json=LONG) as r:
+            for _ in r.iter_lines():
+                holding.set()
+                if release.wait(0):
+                    break  # hang up: the slot frees, the queued requests run
+
+    blocker = threading.Thread(target=hold_the_slot)
+    blocker.start()
+    try:
+        assert holding.wait(120)
+        # raw: no chat template, so the time measured is the server's and the scheduler's
+        body = {"model": MODEL, "prompt": "Say hi.", "raw": True, "stream": False,
+                "options": greedy(2)}
+        return burst(server, 2 * QUEUE, body,
+                     done=lambda rs: sum(r.status == 503 for r in rs) >= QUEUE, then=release.set)
+    finally:
+        release.set()
+        blocker.join(300)
+
+
+def test_a_burst_past_the_queue_is_refused_at_once_and_the_rest_complete(one_slot: Server) -> None:
+    """ROOST_NUM_PARALLEL=1, ROOST_MAX_QUEUE=4: while one stream holds the slot, 8 requests
+    at once; 4 wait and complete with 200, 4 get 503 + Retry-After in well under a second."""
+    results = burst_while_busy(one_slot)
+    refused = [r for r in results if r.status == 503]
+    accepted = [r for r in results if r.status != 503]
+    assert len(refused) == QUEUE and len(accepted) == QUEUE, [r.status for r in results]
+    for r in accepted:
+        assert r.status == 200 and r.response.json()["done"], r.response.text[:200]
+    for r in refused:
+        assert r.seconds < 1.0, [round(x.seconds, 3) for x in refused]
+        assert r.response.headers["retry-after"] and "server busy" in r.response.json()["error"]

@@ -5,42 +5,77 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
 
 from tests.conftest import MODEL, Server, greedy
+from tests.support.runner_procs import (
+    QWEN_BLOB,
+    process_state,
+    runner_pids,
+    runner_pids_of,
+    wait_reaped,
+)
+
+__all__ = ["runner_pids"]  # also used by tests/server/test_openai.py
 
 
-def runner_pids(server: Server) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(server.proc.pid), "-f", "runner_main"],
-                         capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
-def test_runner_killed_mid_stream_then_recovers(pulled: Server) -> None:
-    with pulled.client() as c:
-        c.post("/api/generate", json={"model": MODEL, "keep_alive": "5m"})
-        pids = runner_pids(pulled)
-        assert len(pids) == 1
-        lines = []
+def kill_mid_stream(server: Server) -> dict[str, float]:
+    """Load the model, SIGKILL its runner after 3 streamed lines; what the client and /proc saw."""
+    with server.client() as c:
+        assert c.post("/api/generate", json={"model": MODEL, "keep_alive": "5m"}).status_code == 200
+        (pid,) = runner_pids_of(server, QWEN_BLOB)
+        lines: list[dict] = []
+        killed = errored = 0.0
         with c.stream("POST", "/api/generate", json={
-            "model": MODEL, "prompt": "Write a long story about a dragon.",
-            "options": greedy(400)}) as r:
+                "model": MODEL, "prompt": "Write a long story about a dragon.",
+                "options": greedy(400)}) as r:
             for line in r.iter_lines():
                 if not line:
                     continue
                 lines.append(json.loads(line))
                 if len(lines) == 3:
-                    os.kill(pids[0], signal.SIGKILL)
-        assert "error" in lines[-1] and not lines[-1].get("done")
+                    killed = time.monotonic()
+                    os.kill(pid, signal.SIGKILL)
+                if "error" in lines[-1]:
+                    errored = time.monotonic()
+        assert "error" in lines[-1] and not lines[-1].get("done"), lines[-3:]
         assert all("error" not in x for x in lines[:3])
+        deadline = time.monotonic() + 5
+        while MODEL in {m["name"] for m in c.get("/api/ps").json()["models"]}:
+            assert time.monotonic() < deadline, "/api/ps still lists the killed model"
+            time.sleep(0.01)
+        dropped = time.monotonic()
+        reaped = wait_reaped(pid, within=5)
+        assert reaped is not None, f"runner {pid} left as {process_state(pid)!r}, not reaped"
         r = c.post("/api/generate", json={"model": MODEL, "prompt": "Say hi.",
                                           "stream": False, "options": greedy(5)})
         assert r.status_code == 200 and r.json()["response"]
-        new = runner_pids(pulled)
-        assert len(new) == 1 and new != pids
+        new = runner_pids_of(server, QWEN_BLOB)
+        assert len(new) == 1 and new != [pid]
+    return {"error_s": errored - killed, "ps_drop_s": dropped - killed,
+            "reaped_s": dropped - killed + reaped}
+
+
+def test_runner_killed_mid_stream_then_recovers(pulled: Server) -> None:
+    """The client gets an error line within 1 s, /api/ps drops the model, the process is
+    reaped (no zombie), and the next request loads a new runner and answers."""
+    seen = kill_mid_stream(pulled)
+    assert seen["error_s"] < 1.0, seen
+    assert seen["ps_drop_s"] < 2.0, seen
+
+
+def test_an_idle_runner_killed_leaves_ps_without_a_request(pulled: Server) -> None:
+    with pulled.client() as c:
+        assert c.post("/api/generate", json={"model": MODEL, "keep_alive": "5m"}).status_code == 200
+        (pid,) = runner_pids_of(pulled, QWEN_BLOB)
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        while MODEL in {m["name"] for m in c.get("/api/ps").json()["models"]}:
+            assert time.monotonic() - killed < 2, "/api/ps still lists the killed model"
+            time.sleep(0.01)
+        assert wait_reaped(pid, within=5) is not None, process_state(pid)
 
 
 def test_concurrent_streams_do_not_cross(pulled: Server) -> None:

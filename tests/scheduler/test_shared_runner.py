@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-
 from tests.conftest import MODEL, Server, greedy
-
-
-def runner_pids(server: Server) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(server.proc.pid), "-f", "runner_main"],
-                         capture_output=True, text=True)
-    return sorted(int(p) for p in out.stdout.split())
+from tests.support.runner_procs import runner_pids
 
 
 def loaded_names(server: Server) -> set[str]:

@@ -6,15 +6,28 @@ import json
 import os
 import signal
 import threading
-from pathlib import Path
+from collections.abc import Iterator
+
+import pytest
 
 from tests.conftest import MODEL, Server, greedy
-from tests.scheduler.test_runner_lifecycle import runner_pids
+from tests.support.runner_procs import QWEN_BLOB, runner_pids, runner_pids_of
 
 GEMMA = "gemma3:270m"
 
 
-def test_gemma_and_qwen_together(pulled: Server) -> None:
+@pytest.fixture
+def gemma(pulled: Server) -> Iterator[str]:
+    """gemma3:270m pulled into the shared server, and unloaded after the test whatever happens,
+    so that the tests after this one find only the runners they load themselves."""
+    try:
+        yield GEMMA
+    finally:
+        with pulled.client() as c:
+            c.post("/api/generate", json={"model": GEMMA, "keep_alive": 0})
+
+
+def test_gemma_and_qwen_together(pulled: Server, gemma: str) -> None:
     with pulled.client() as c:
         r = c.post("/api/pull", json={"model": GEMMA, "stream": False})
         assert r.json() == {"status": "success"}
@@ -42,8 +55,7 @@ def test_gemma_and_qwen_together(pulled: Server) -> None:
                     os.kill(qwen_pid, signal.SIGKILL)
         results[model] = lines
 
-    # the qwen runner is the one whose process has the qwen blob open
-    qwen_pid = next(p for p in pids_before if _has_blob_open(p, "1d9614638d18"))
+    (qwen_pid,) = runner_pids_of(pulled, QWEN_BLOB)
     threads = [threading.Thread(target=stream, args=(GEMMA, None)),
                threading.Thread(target=stream, args=(MODEL, 3))]
     for t in threads:
@@ -55,10 +67,3 @@ def test_gemma_and_qwen_together(pulled: Server) -> None:
     assert gemma[-1]["done"] is True and "error" not in gemma[-1]
     assert "".join(x["message"]["content"] for x in gemma).strip()
 
-
-def _has_blob_open(pid: int, digest_prefix: str) -> bool:
-    try:
-        maps = Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return False
-    return f"sha256-{digest_prefix}" in maps

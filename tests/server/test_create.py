@@ -92,3 +92,14 @@ def test_blob_digest_is_verified(pulled: Server) -> None:
         assert c.head("/api/blobs/sha256:../../etc").status_code in (400, 404)
         assert c.post("/api/blobs/md5-abc", content=data).status_code == 400
     assert not list((pulled.home / "blobs").glob("*.partial"))
+
+
+def test_create_naming_a_malformed_digest_is_a_400(pulled: Server) -> None:
+    """Found by the fuzzer (tests/server/test_fuzz.py): `"files": {"": ""}` was a 500."""
+    with pulled.client() as c:
+        for files in ({"": ""}, {"m.gguf": "sha256:xyz"}, {"m.gguf": "../../etc/passwd"},
+                      {"ok.gguf": f"sha256:{'0' * 64}", "bad.gguf": "md5:1"}):
+            r = c.post("/api/create", json={"model": "x5", "files": files, "stream": False})
+            assert r.status_code == 400 and "invalid digest" in r.json()["error"], (files, r.text)
+            r = c.post("/api/create", json={"model": "x5", "files": files})  # streamed
+            assert r.status_code == 200 and "invalid digest" in r.text.splitlines()[-1], r.text

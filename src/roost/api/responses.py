@@ -20,6 +20,12 @@ class ErrorResponse(_Out):
     error: str
 
 
+class CortexError(_Out):
+    """The error shape of Cortex's routes (threads, engines, configs, presets, model start/stop)."""
+
+    message: str
+
+
 class Details(_Out):
     parent_model: str = ""
     format: str = "gguf"
@@ -123,6 +129,19 @@ class VersionResponse(_Out):
 
 
 NDJSON = "application/x-ndjson"
+
+
+def errors(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a whole router: every 4xx and 5xx it sends, in its dialect's shape.
+
+    Roost answers a malformed request with 400, never FastAPI's 422; declaring 4XX keeps
+    FastAPI from documenting a 422 that is never sent, so the document is one a fuzzer (or a
+    client generator) can hold the server to.
+    """
+    return {"4XX": {"model": model, "description": "the request was refused: 400 malformed, "
+                    "404 not found, 413 too large"},
+            "5XX": {"model": model, "description": "the server could not answer: 500 the model "
+                    "failed, 503 busy (retry-after), 504 load timeout, 507 disk full"}}
 
 
 def doc(model: type[BaseModel], streams: bool = False) -> dict[int | str, dict[str, Any]]:

@@ -1,8 +1,9 @@
 """Create a model from an existing one or an uploaded GGUF, as Ollama's /api/create does.
 
 Everything is checked before anything is written: the base must exist, uploaded blobs must
-be in the store, parameters must be option names, the template must compile. Only then are
-the small layers written (content-addressed, so harmless) and, last, the manifest.
+be in the store and an uploaded GGUF sound (models.gguf_check), parameters must be option
+names, the template must compile. Only then are the small layers written (content-addressed,
+so harmless) and, last, the manifest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from roost.chat import sandbox
 from roost.chat import template as templates
 from roost.core import OptionError, check_options
-from roost.models import config_blob
+from roost.models import config_blob, gguf_check
 from roost.models.names import Name
 from roost.models.resolve import NotFound, resolve
 from roost.models.store import (
@@ -28,6 +29,8 @@ from roost.models.store import (
     TEMPLATE_MEDIA_TYPE,
     Layer,
     Store,
+    StoreError,
+    parse_digest,
     wire_digest,
 )
 
@@ -86,6 +89,11 @@ def create(store: Store, spec: Spec, report: Callable[[dict[str, Any]], None]) -
 def _check(spec: Spec) -> None:
     if not spec.base and not spec.files:
         raise CreateError("neither 'from' nor 'files' was specified")
+    for file, digest in spec.files.items():
+        try:
+            parse_digest(digest)
+        except StoreError as exc:  # the client's mistake, not the store's: a 400
+            raise CreateError(f"file '{file}': {exc}") from exc
     try:
         check_options(spec.parameters)
     except OptionError as exc:
@@ -108,7 +116,10 @@ def _base(store: Store, spec: Spec) -> tuple[dict[str, Layer], dict[str, Any]]:
             raise CreateError(f"blob {digest} was not uploaded")
         path = store.blob_path(digest)
         try:
+            gguf_check.check(path)  # before anything reads it, llama.cpp least of all
             config, gguf_template = config_blob.build(path)
+        except gguf_check.InvalidGGUF as exc:
+            raise CreateError(str(exc)) from exc
         except (ValueError, OSError) as exc:
             raise CreateError(f"{next(iter(spec.files))} is not a GGUF model: {exc}") from exc
         layers = {MODEL_MEDIA_TYPE: Layer(MODEL_MEDIA_TYPE, digest, path.stat().st_size)}

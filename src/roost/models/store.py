@@ -2,17 +2,22 @@
 
 Every write goes to a temporary name, is hashed and verified, fsynced, then renamed, so a
 file under its final name is always whole. Digests and names are checked before a path is
-built from them.
+built from them. A writer holds a lock on its temporary file for as long as it writes, so a
+temporary whose lock is free was left by a writer that died (kill -9, power loss): the next
+write removes it rather than let such leftovers fill the disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +37,8 @@ MESSAGES_MEDIA_TYPE = "application/vnd.ollama.image.messages"
 
 _DIGEST = re.compile(r"^sha256[-:]([0-9a-f]{64})$")
 _CHUNK = 1 << 20
+_TEMP_SUFFIX = ".partial"
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a quota, a file size limit
 
 
 class StoreError(Exception):
@@ -40,6 +47,29 @@ class StoreError(Exception):
 
 class DigestMismatch(StoreError):
     pass
+
+
+class DiskFull(OSError):
+    """No room left where the store writes; the temporary file is already gone.
+
+    An OSError with the original errno, so callers that map write failures by errno (the blob
+    upload's 507) keep working; its text names the full disk and the blob, in one line.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+@contextlib.contextmanager
+def _no_room_is_disk_full(what: str, where: Path) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT/EFBIG into DiskFull: "[Errno 28] No space left" names neither."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _NO_ROOM or isinstance(exc, DiskFull):
+            raise
+        raise DiskFull(exc.errno, f"the disk is full: no room for {what} in {where} "
+                                  f"({exc.strerror})") from exc
 
 
 def parse_digest(digest: str) -> str:
@@ -116,6 +146,9 @@ class Store:
         self.root = root
         self.blobs = root / "blobs"
         self.manifests = root / "manifests"
+        # A manifest's check-then-write and a prune's scan-then-unlink exclude each other, or
+        # a prune (a delete elsewhere) could take a blob a manifest being written names.
+        self._referencing = threading.Lock()
 
     # -- blobs ---------------------------------------------------------------------------
 
@@ -136,31 +169,39 @@ class Store:
         """Stream chunks into the blob `digest`, hashing as they come; refuse a mismatch."""
         final = self.blob_path(digest)
         self.blobs.mkdir(parents=True, exist_ok=True)
-        hasher = hashlib.sha256()
-        written = 0
-        fd, tmp_name = tempfile.mkstemp(prefix=final.name + "-", suffix=".partial", dir=self.blobs)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    written += len(chunk)
-                    if progress is not None:
-                        progress(written)
-                out.flush()
-                os.fsync(out.fileno())
-            actual = f"sha256-{hasher.hexdigest()}"
-            if size is not None and written != size:
-                raise DigestMismatch(f"size mismatch for {digest}: got {written}, want {size}")
-            if actual != parse_digest(digest):
-                raise DigestMismatch(f"digest mismatch: got {wire_digest(actual)}, want {digest}")
-            os.replace(tmp, final)
-            _fsync_dir(self.blobs)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        self.sweep_temporaries()
+        what = wire_digest(digest) + (f" ({size / 1e6:.1f} MB)" if size else "")
+        with _no_room_is_disk_full(what, self.blobs):
+            fd, tmp = self._locked_temporary(final.name)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    written, actual = _copy_hashing(chunks, out, progress)
+                    out.flush()
+                    os.fsync(out.fileno())
+                    _check_written(digest, size, written, actual)
+                    os.replace(tmp, final)  # still locked: no sweep can take it for a leftover
+                _fsync_dir(self.blobs)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         return Layer("", wire_digest(digest), written)
+
+    def _locked_temporary(self, prefix: str) -> tuple[int, Path]:
+        """A new temporary file, locked; retried if a sweep removed it before the lock was held."""
+        while True:
+            fd, name = tempfile.mkstemp(prefix=prefix + "-", suffix=_TEMP_SUFFIX, dir=self.blobs)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink > 0:
+                return fd, Path(name)
+            os.close(fd)
+
+    def sweep_temporaries(self) -> list[Path]:
+        """Remove temporary files no live writer holds (its lock dies with its process)."""
+        removed = []
+        for path in self.blobs.glob("*" + _TEMP_SUFFIX) if self.blobs.is_dir() else ():
+            if _remove_if_unlocked(path):
+                removed.append(path)
+        return removed
 
     def write_bytes(self, data: bytes, media_type: str) -> Layer:
         """Store small content (a template, parameters, config) and return its layer."""
@@ -204,11 +245,12 @@ class Store:
     def put_raw(self, name: Name, raw: bytes) -> Manifest:
         """Keep a manifest's exact bytes (its digest is the model's ID) once its layers are here."""
         manifest = Manifest.decode(raw)
-        for layer in (manifest.config, *manifest.layers):
-            if not self.has_blob(layer.digest, layer.size):
-                raise StoreError(f"layer {layer.digest} is missing from the store")
-        path = self.find_manifest_path(name) or self._manifest_path(name)
-        _atomic_write(path, raw)
+        with self._referencing:
+            for layer in (manifest.config, *manifest.layers):
+                if not self.has_blob(layer.digest, layer.size):
+                    raise StoreError(f"layer {layer.digest} is missing from the store")
+            path = self.find_manifest_path(name) or self._manifest_path(name)
+            _atomic_write(path, raw)
         return self._read_manifest(path)
 
     def delete(self, name: Name) -> bool:
@@ -240,16 +282,18 @@ class Store:
                 if self._name_of(p).key[1:] == want]
 
     def prune(self) -> None:
-        """Remove blobs no manifest references (and stale temporaries)."""
+        """Remove blobs no manifest references, and temporaries no writer holds."""
         if not self.blobs.is_dir():
             return
-        used = set()
-        for _, manifest in self.entries():
-            used.add(parse_digest(manifest.config.digest))
-            used.update(parse_digest(la.digest) for la in manifest.layers)
-        for path in self.blobs.iterdir():
-            if path.name not in used and not path.name.endswith(".partial"):
-                path.unlink(missing_ok=True)
+        self.sweep_temporaries()
+        with self._referencing:
+            used = set()
+            for _, manifest in self.entries():
+                used.add(parse_digest(manifest.config.digest))
+                used.update(parse_digest(la.digest) for la in manifest.layers)
+            for path in self.blobs.iterdir():
+                if path.name not in used and not path.name.endswith(_TEMP_SUFFIX):
+                    path.unlink(missing_ok=True)
 
     def _manifest_files(self) -> Iterator[Path]:
         if not self.manifests.is_dir():
@@ -261,19 +305,59 @@ class Store:
         return Name(rel[0], rel[1], rel[2], rel[3])
 
 
+def _copy_hashing(chunks: Iterable[bytes], out: Any,
+                  progress: Callable[[int], None] | None) -> tuple[int, str]:
+    """Write every chunk, returning the byte count and the `sha256-<hex>` of what was written."""
+    hasher = hashlib.sha256()
+    written = 0
+    for chunk in chunks:
+        out.write(chunk)
+        hasher.update(chunk)
+        written += len(chunk)
+        if progress is not None:
+            progress(written)
+    return written, f"sha256-{hasher.hexdigest()}"
+
+
+def _check_written(digest: str, size: int | None, written: int, actual: str) -> None:
+    if size is not None and written != size:
+        raise DigestMismatch(f"size mismatch for {digest}: got {written}, want {size}")
+    if actual != parse_digest(digest):
+        raise DigestMismatch(f"digest mismatch: got {wire_digest(actual)}, want {digest}")
+
+
+def _remove_if_unlocked(path: Path) -> bool:
+    """Unlink `path` if no process holds its lock: its writer is gone, it is a leftover."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False  # already gone, or not ours to read
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.stat(path).st_ino != os.fstat(fd).st_ino:
+            return False  # renamed or replaced since we opened it
+        path.unlink()
+        return True
+    except OSError:
+        return False  # locked: a live writer's
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix="." + path.name + "-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with _no_room_is_disk_full(f"the manifest {path.name}", path.parent):
+        fd, tmp_name = tempfile.mkstemp(prefix="." + path.name + "-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp_name, path)
+            _fsync_dir(path.parent)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
 
 
 def _fsync_dir(path: Path) -> None:

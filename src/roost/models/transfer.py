@@ -13,9 +13,17 @@ from typing import Any
 
 import httpx2 as httpx
 
+from roost.models import gguf_check
 from roost.models.names import DEFAULT_HOST, Name
 from roost.models.resolve import resolve
-from roost.models.store import MANIFEST_MEDIA_TYPE, Layer, Manifest, Store, StoreError
+from roost.models.store import (
+    MANIFEST_MEDIA_TYPE,
+    MODEL_MEDIA_TYPE,
+    Layer,
+    Manifest,
+    Store,
+    StoreError,
+)
 
 Report = Callable[[dict[str, Any]], None]
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
@@ -55,9 +63,21 @@ def pull(store: Store, name: Name, insecure: bool, report: Report) -> None:
         for layer in (*manifest.layers, manifest.config):
             _pull_blob(http, store, base, layer, report)
     report({"status": "verifying sha256 digest"})
+    _check_weights(store, manifest)
     report({"status": "writing manifest"})
     store.put_raw(name, raw)
     report({"status": "success"})
+
+
+def _check_weights(store: Store, manifest: Manifest) -> None:
+    """A registry's weights are judged as an upload's are, before a manifest makes them a model."""
+    for layer in manifest.layers:
+        if layer.media_type == MODEL_MEDIA_TYPE:
+            try:
+                gguf_check.check(store.blob_path(layer.digest))
+            except gguf_check.InvalidGGUF as exc:
+                raise RegistryError(f"the model layer {layer.digest}: {exc}",
+                                    400) from exc
 
 
 def _pull_blob(http: httpx.Client, store: Store, base: str, layer: Layer, report: Report) -> None:

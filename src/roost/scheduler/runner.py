@@ -3,7 +3,8 @@
 The runner is a child process (`roost.scheduler.runner_main`) joined to the server by a
 socketpair. Requests carry ids; one reader task routes each incoming message to the queue
 of its request. If the process dies, every request in flight gets an error and the handle
-reports itself dead, so the scheduler starts a fresh one next time.
+reports itself dead (`wait_closed` returns), so the scheduler drops it at once and starts a
+fresh one next time.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Runner:
         self._ids = itertools.count(1)
         self._queues: dict[int, asyncio.Queue[dict[str, Any]]] = {}
         self._dead = False
+        self._closed = asyncio.Event()  # set once the runner can serve nothing more
         self._task = asyncio.create_task(self._read_loop())
 
     @classmethod
@@ -138,6 +140,10 @@ class Runner:
     def pid(self) -> int:
         return self.proc.pid
 
+    async def wait_closed(self) -> None:
+        """Return when the runner has died or been stopped: the scheduler's cue to drop it."""
+        await self._closed.wait()
+
     async def complete(self, req: CoreRequest) -> AsyncIterator[Piece | Done]:
         """Yield text pieces, then one Done; cancel the sequence if the caller stops early."""
         rid = next(self._ids)
@@ -175,29 +181,42 @@ class Runner:
                     self._send({"op": "cancel", "id": rid})
 
     async def tokenize(self, text: str) -> list[int]:
-        msg = await self._call({"op": "tokenize", "text": text}, "tokens")
-        return list(msg["tokens"])
+        answer = await self._call({"op": "tokenize", "text": text}, "tokens")
+        return list(answer[-1]["tokens"])
 
     async def embed(self, texts: list[str], truncate: bool, dimensions: int | None,
                     num_ctx: int | None = None) -> tuple[list[list[float]], int]:
-        msg = await self._call({"op": "embed", "texts": texts, "truncate": truncate,
-                                "dimensions": dimensions, "num_ctx": num_ctx}, "embeddings")
-        return msg["embeddings"], int(msg["prompt_tokens"])
+        """The vectors come in parts of a few dozen (no one message grows with the batch)."""
+        parts = await self._call({"op": "embed", "texts": texts, "truncate": truncate,
+                                  "dimensions": dimensions, "num_ctx": num_ctx}, "embeddings")
+        vectors = [vector for part in parts for vector in part["embeddings"]]
+        return vectors, int(parts[-1]["prompt_tokens"])
 
-    async def _call(self, request: dict[str, Any], answer: str) -> dict[str, Any]:
-        """One request, one answer: for the operations that do not stream."""
+    async def _call(self, request: dict[str, Any], answer: str) -> list[dict[str, Any]]:
+        """One request and its answer, for the operations that do not stream: one message, or
+        several of which all but the last say `more`. A caller that gives up cancels it."""
         rid = next(self._ids)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._queues[rid] = queue
+        finished = False
         try:
             self._send({**request, "id": rid})
-            msg = await queue.get()
-            if msg["op"] != answer:
-                raise RunnerError(msg.get("message", f"{request['op']} failed"),
-                                  int(msg.get("status", 500)))
-            return msg
+            parts = []
+            while True:
+                msg = await queue.get()
+                if msg["op"] != answer:
+                    finished = True
+                    raise RunnerError(msg.get("message", f"{request['op']} failed"),
+                                      int(msg.get("status", 500)))
+                parts.append(msg)
+                if not msg.get("more"):
+                    finished = True
+                    return parts
         finally:
             self._queues.pop(rid, None)
+            if not finished and self.alive:
+                with contextlib.suppress(Exception):
+                    self._send({"op": "cancel", "id": rid})
 
     def _send(self, msg: dict[str, Any]) -> None:
         if not self.alive:
@@ -215,11 +234,14 @@ class Runner:
             pass
         finally:
             self._dead = True
+            self._closed.set()
             for queue in self._queues.values():
                 queue.put_nowait({"op": "error", "message": "the model runner stopped unexpectedly"})
 
     async def stop(self) -> None:
+        """Terminate the process (kill it after 5 s) and reap it."""
         self._dead = True
+        self._closed.set()
         with contextlib.suppress(Exception):
             self._writer.close()
         if self.proc.returncode is None:

@@ -33,11 +33,11 @@ from roost.server import (
     registry,
 )
 from roost.server.body import BodyLimits
+from roost.server.drain import Drain, DrainGuard
 from roost.server.security import ALLOWED_HEADERS, LOCAL_ORIGINS, ApiKey, HostGuard, OriginGuard
 from roost.threads.store import Store as ThreadStore
 
 log = logging.getLogger("roost.server")
-
 
 
 def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
@@ -56,9 +56,10 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
     app.state.scheduler = Scheduler(home=root, log=runner_log)
     app.state.db = ThreadStore(root / "roost.db")  # threads, engines, configs
     app.state.bind_host = bind_host
+    app.state.drain = Drain()  # main.py starts its clock when the server is told to stop
 
-    # Starlette runs the last added outermost: Host guard, Origin guard, CORS, API key, body
-    # limits, routes.
+    # Starlette runs the last added outermost: the drain, Host guard, Origin guard, CORS,
+    # API key, body limits, routes.
     app.add_middleware(BodyLimits)
     app.add_middleware(ApiKey, key=config.api_key(root), bind_host=bind_host)
     app.add_middleware(
@@ -70,6 +71,7 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
     )
     app.add_middleware(OriginGuard, allowed=config.origins())
     app.add_middleware(HostGuard, bind_host=bind_host, allowed=config.allowed_hosts())
+    app.add_middleware(DrainGuard, drain=app.state.drain, error=_error)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

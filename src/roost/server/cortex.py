@@ -15,9 +15,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from roost.api.responses import CortexError, errors
 from roost.threads.store import Message, NotFound, Page, Store, Thread
 
-router = APIRouter(tags=["cortex"])
+router = APIRouter(tags=["cortex"], responses=errors(CortexError))
 # The routes with Cortex's error shape, {"message": ...}.
 PREFIXES = ("/v1/threads", "/v1/engines", "/v1/configs", "/v1/presets", "/v1/models/pull",
             "/v1/models/start", "/v1/models/stop", "/healthz")

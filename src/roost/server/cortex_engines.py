@@ -15,10 +15,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from roost.api.responses import CortexError, errors
 from roost.server.cortex import error
 from roost.threads.store import NotFound, Store
 
-router = APIRouter(tags=["cortex"])
+router = APIRouter(tags=["cortex"], responses=errors(CortexError))
 LOCAL = "llama-cpp"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # Settings a config may hold besides an engine's key (ENGINE_api_key).

@@ -13,13 +13,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from roost.api.openai_types import OpenAIError
+from roost.api.responses import CortexError, errors
 from roost.api.types import ModelRequest
 from roost.models.names import InvalidName
 from roost.models.resolve import NotFound
 from roost.server import engines, inference, ollama_models
 from roost.server.cortex import error
 
-router = APIRouter(prefix="/v1/models", tags=["cortex"])
+router = APIRouter(prefix="/v1/models", tags=["cortex"], responses=errors(CortexError))
 
 
 
@@ -67,7 +69,7 @@ async def stop(request: Request, body: ModelBody) -> Response:
     return JSONResponse({"message": f"Model '{body.model}' is unloaded"})
 
 
-@router.delete("/{model:path}")
+@router.delete("/{model:path}", responses=errors(OpenAIError))  # OpenAI's route, OpenAI's errors
 async def delete(request: Request, model: str) -> Response:
     from roost.server.openai import error as openai_error
 

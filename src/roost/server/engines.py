@@ -73,6 +73,7 @@ class LocalEngine(Engine):
 
     async def start(self, turn: Turn) -> Answer:
         ref = resolve_model(self.request, turn.model)
+        scheduler(self.request).check_queue()  # a full queue refuses before the template renders
         req = build_request(ref, "", turn.options, turn.keep_alive, turn.format, turn.defaults,
                             logprobs=turn.logprobs, top_logprobs=turn.top_logprobs)
         req.prompt = turn.prompt if turn.raw else await render_chat(

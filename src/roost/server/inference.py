@@ -69,7 +69,7 @@ def failure(exc: Exception) -> tuple[int, str, dict[str, str]] | None:
     if isinstance(exc, QueueFull):
         return 503, str(exc), {"retry-after": "1"}
     if isinstance(exc, RunnerError):
-        return exc.status, str(exc), {}
+        return exc.status, str(exc), {"retry-after": "1"} if exc.status == 503 else {}
     return None
 
 

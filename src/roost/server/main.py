@@ -3,17 +3,24 @@
 The listening socket is bound here, not by uvicorn, so that a taken port is one clear line
 and exit 1 (uvicorn logs the OSError and exits 3), and there is no window between a check and
 the bind: the socket that was checked is the one uvicorn serves on.
+
+SIGTERM and Ctrl+C stop it gracefully (server.drain): no new connections, answers in flight
+get ROOST_DRAIN_TIMEOUT to finish, then every runner stops and the process exits 0. A
+second Ctrl+C ends the answers at once.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import signal
 import socket
 import sys
 import warnings
+from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic.warnings import UnsupportedFieldAttributeWarning
 
 from roost import config
@@ -21,6 +28,9 @@ from roost.server.app import create_app
 from roost.server.security import is_loopback
 
 BACKLOG = 2048  # uvicorn's default
+# Past the drain time, how long the server waits for answers ended by the drain to close
+# before uvicorn cancels whatever is left.
+DRAIN_GRACE = 5.0
 
 
 class BindError(OSError):
@@ -72,6 +82,33 @@ def _check_exposure(host: str) -> None:
         "mode 0600), or set ROOST_ALLOW_UNAUTHENTICATED=1 to serve without one")
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping Roost's way: drain, then stop the runners, then exit 0."""
+
+    def __init__(self, app: FastAPI, host: str, port: int, drain_timeout: float) -> None:
+        super().__init__(uvicorn.Config(
+            app, host=host, port=port, log_level="info", access_log=True,
+            timeout_graceful_shutdown=int(drain_timeout + DRAIN_GRACE)))
+        self.drain = app.state.drain
+        self.drain_timeout = drain_timeout
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.drain.begin(self.drain_timeout)
+        if self.force_exit:
+            self.drain.end_now()
+        await super().shutdown(sockets)
+        # After a second Ctrl+C uvicorn skips the app's shutdown (which stops the runners)
+        # and leaves it to be cancelled, with a traceback in the log: run it here.
+        done = getattr(self.lifespan, "shutdown_event", None)
+        if self.force_exit and done is not None and not done.is_set():
+            await self.lifespan.shutdown()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self.force_exit:
+            self.drain.end_now()
+
+
 def run_server() -> None:
     # FastAPI 0.165 passes `alias` to pydantic 2.14 in a way it warns about for every body
     # parameter; the warning is about FastAPI's internals, not Roost's models.
@@ -84,8 +121,8 @@ def run_server() -> None:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(bind_host=host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=True))
+    server = _Server(create_app(bind_host=host), host, port, config.drain_timeout())
+    _stop_on_signals(server)
     # uvicorn logs its address only when it binds itself; say it here instead.
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     logging.getLogger("uvicorn.error").info("Roost listening on http://%s (Press CTRL+C to quit)", shown)
@@ -97,3 +134,17 @@ def run_server() -> None:
         sock.close()
     if not server.started:  # the app's startup failed; uvicorn has logged why
         sys.exit(1)
+
+
+def _stop_on_signals(server: uvicorn.Server) -> None:
+    """SIGTERM and SIGINT ask the server to stop, also before and after uvicorn listens for them.
+
+    While serving, uvicorn handles them itself; afterwards it restores the handlers it found
+    and raises the signal again, which with the default SIGTERM handler kills the process
+    (exit -15 after a clean stop). Set here, the handler it finds and calls only asks again.
+    """
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)

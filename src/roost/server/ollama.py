@@ -20,8 +20,10 @@ from roost.api.responses import (
     ChatResponse,
     EmbeddingsResponse,
     EmbedResponse,
+    ErrorResponse,
     GenerateResponse,
     doc,
+    errors,
 )
 from roost.api.types import (
     ChatRequest,
@@ -33,10 +35,10 @@ from roost.chat.parse import Parsed
 from roost.core import Done, Turn
 from roost.scheduler.runner import RunnerError
 from roost.server import engines, inference
-from roost.server.disconnect import WatchedStreamingResponse, unless_disconnected
+from roost.server.disconnect import WatchedStreamingResponse, first_item, unless_disconnected
 from roost.server.inference import BadRequest
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=errors(ErrorResponse))
 NDJSON = "application/x-ndjson"
 
 
@@ -78,7 +80,7 @@ async def _respond(
     if not streaming:
         whole, done = await unless_disconnected(request, inference.gather(stream))
         return JSONResponse(_final(model, done, started, shape(whole)))
-    first = await anext(stream)
+    first = await first_item(request, stream)
 
     async def lines() -> AsyncIterator[bytes]:
         item: Parsed | Done | None = first

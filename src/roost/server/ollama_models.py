@@ -20,25 +20,27 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from roost import __version__
 from roost.api.responses import (
+    ErrorResponse,
     ListResponse,
     ProcessResponse,
     ProgressResponse,
     ShowResponse,
     VersionResponse,
     doc,
+    errors,
 )
 from roost.api.types import CopyRequest, CreateRequest, ModelRequest
-from roost.models import catalog, transfer
+from roost.models import catalog, gguf_check, transfer
 from roost.models.create import CreateError, Spec, copy, create
 from roost.models.names import DEFAULT_HOST, InvalidName, Name
 from roost.models.pull import ModelNotFound, pull
 from roost.models.resolve import ModelRef, NotFound
-from roost.models.store import DigestMismatch, StoreError, parse_digest
+from roost.models.store import DigestMismatch, DiskFull, Store, StoreError, parse_digest
 from roost.server import engines, inference
 from roost.server.inference import BadRequest
 from roost.server.ollama import NDJSON, error, guarded, ndjson_line
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=errors(ErrorResponse))
 log = logging.getLogger("roost.server")
 
 
@@ -198,6 +200,8 @@ async def _progress_response(work: Callable[[Callable[[dict[str, Any]], None]], 
             report({"error": str(exc), "_status": 404 if isinstance(exc, NotFound) else 400})
         except transfer.RegistryError as exc:
             report({"error": str(exc), "_status": exc.status})
+        except DiskFull as exc:
+            report({"error": str(exc), "_status": 507})
         except (CreateError, ModelNotFound, catalog.PartsMissing, StoreError, OSError,
                 ValueError) as exc:
             report({"error": str(exc), "_status": 400 if isinstance(exc, CreateError) else 500})
@@ -267,7 +271,8 @@ async def blob_exists(request: Request, digest: str) -> Response:
 
 @router.post("/blobs/{digest}", status_code=201)
 async def blob_upload(request: Request, digest: str) -> Response:
-    """Stream the body into the store; the digest is verified before the blob is kept."""
+    """Stream the body into the store; the digest is verified before the blob is kept, and a
+    GGUF's structure right after (400, and not kept, when it is malformed)."""
     try:
         parse_digest(digest)
     except StoreError as exc:
@@ -301,11 +306,23 @@ async def blob_upload(request: Request, digest: str) -> Response:
             await feed(None)
     try:
         await writer
-    except DigestMismatch as exc:
+        await asyncio.to_thread(_refuse_bad_gguf, store, digest)
+    except (DigestMismatch, gguf_check.InvalidGGUF) as exc:
         return error(400, str(exc))
     except OSError as exc:
         return error(_storage_status(exc), f"could not store the blob: {exc.strerror or exc}")
     return Response(status_code=201)
+
+
+def _refuse_bad_gguf(store: Store, digest: str) -> None:
+    """A blob that says it is a GGUF must be a sound one: a malformed one is not kept, so no
+    model can be made from it and no runner ever opens it."""
+    path = store.blob_path(digest)
+    try:
+        gguf_check.check_upload(path)
+    except gguf_check.InvalidGGUF:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _storage_status(exc: OSError) -> int:

@@ -36,6 +36,7 @@ from roost.api.openai_types import (
     OpenAIError,
     ResponseFormat,
 )
+from roost.api.responses import errors
 from roost.chat.parse import Parsed
 from roost.core import KNOWN_OPTIONS, Done, Turn
 from roost.models.names import InvalidName, Name
@@ -43,12 +44,12 @@ from roost.models.resolve import NotFound, resolve
 from roost.models.store import Manifest
 from roost.scheduler.runner import RunnerError
 from roost.server import engines, inference
-from roost.server.disconnect import WatchedStreamingResponse, unless_disconnected
+from roost.server.disconnect import WatchedStreamingResponse, first_item, unless_disconnected
 from roost.server.inference import BadRequest
 
 log = logging.getLogger("roost.server")
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=errors(OpenAIError))
 SSE = "text/event-stream"
 FINGERPRINT = "fp_roost"
 # OpenAI's defaults where Ollama's differ; the model's own parameters still override these.
@@ -302,10 +303,7 @@ async def _respond(request: Request, stream: AsyncGenerator[Parsed | Done, None]
     if not streaming:
         whole, done = await unless_disconnected(request, inference.gather(stream))
         return JSONResponse(answer.whole(whole, done))
-    try:
-        first = await anext(stream)
-    except StopAsyncIteration as exc:
-        raise RunnerError("the answer ended before it began") from exc
+    first = await first_item(request, stream)
 
     async def events() -> AsyncIterator[bytes]:
         item: Parsed | Done = first

@@ -14,11 +14,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from roost.api.responses import CortexError, errors
 from roost.core import OptionError, check_options
 from roost.server.cortex import error
 from roost.threads.store import NotFound, Preset, Store
 
-router = APIRouter(prefix="/v1/presets", tags=["presets"])
+router = APIRouter(prefix="/v1/presets", tags=["presets"], responses=errors(CortexError))
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 

@@ -2,7 +2,8 @@
 
 Manifests are found under any host directory of the store (the URL carries no host); pushed
 manifests are stored under the host the client addressed. Uploads go to a temporary file,
-and the blob is kept only if its sha256 matches the digest the client commits with.
+and the blob is kept only if its sha256 matches the digest the client commits with (and, if it
+says it is a GGUF, only if its structure is sound); a manifest's model layers must be sound GGUFs.
 """
 
 from __future__ import annotations
@@ -15,8 +16,17 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from roost.models import gguf_check
 from roost.models.names import DEFAULT_HOST, InvalidName, Name
-from roost.models.store import MANIFEST_MEDIA_TYPE, Store, StoreError, parse_digest, wire_digest
+from roost.models.store import (
+    MANIFEST_MEDIA_TYPE,
+    MODEL_MEDIA_TYPE,
+    Manifest,
+    Store,
+    StoreError,
+    parse_digest,
+    wire_digest,
+)
 
 router = APIRouter(prefix="/v2", include_in_schema=False)
 MAX_MANIFEST = 4 * 1024 * 1024
@@ -140,8 +150,11 @@ async def finish_upload(request: Request, ns: str, model: str, upload: str) -> R
 
         store = _store(request)
         await asyncio.to_thread(store.write_blob, chunks(), digest)  # type: ignore[arg-type]
+        await asyncio.to_thread(_refuse_bad_gguf, store.blob_path(digest))
     except StoreError as exc:
         return _error(400, "DIGEST_INVALID", str(exc))
+    except gguf_check.InvalidGGUF as exc:
+        return _error(400, "BLOB_UPLOAD_INVALID", str(exc))
     except OSError as exc:
         return _error(507, "BLOB_UPLOAD_INVALID", f"could not store the blob: {exc.strerror or exc}")
     finally:
@@ -149,6 +162,15 @@ async def finish_upload(request: Request, ns: str, model: str, upload: str) -> R
     location = str(request.url_for("get_blob", ns=ns, model=model, digest=digest))
     return Response(status_code=201, headers={"Location": location,
                                               "Docker-Content-Digest": wire_digest(digest)})
+
+
+def _refuse_bad_gguf(path: Path) -> None:
+    """A blob that says it is a GGUF must be a sound one; a malformed one is not kept."""
+    try:
+        gguf_check.check_upload(path)
+    except gguf_check.InvalidGGUF:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _upload_path(request: Request, ns: str, model: str, upload: str) -> Path | None:
@@ -172,7 +194,10 @@ async def put_manifest(request: Request, ns: str, model: str, tag: str) -> Respo
             return _error(413, "MANIFEST_INVALID", f"a manifest is at most {MAX_MANIFEST >> 20} MiB")
     try:
         name = _name(ns, model, tag, host=request.headers.get("host", "localhost"))
+        await asyncio.to_thread(_check_weights, store, raw)
         store.put_raw(name, raw)
+    except gguf_check.InvalidGGUF as exc:
+        return _error(400, "MANIFEST_INVALID", str(exc))
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError, InvalidName) as exc:
         return _error(400, "MANIFEST_INVALID", f"invalid manifest: {exc}")
     except StoreError as exc:
@@ -181,3 +206,10 @@ async def put_manifest(request: Request, ns: str, model: str, tag: str) -> Respo
     return Response(status_code=201, headers={"Docker-Content-Digest": digest,
                                               "Location": str(request.url)})
 
+
+def _check_weights(store: Store, raw: bytes) -> None:
+    """A manifest's model layers are what runners open: each must be a sound GGUF. Layers not
+    yet stored are left to put_raw, which refuses them."""
+    for layer in Manifest.decode(raw).layers:
+        if layer.media_type == MODEL_MEDIA_TYPE and store.has_blob(layer.digest):
+            gguf_check.check(store.blob_path(layer.digest))

@@ -1,8 +1,9 @@
 """Threads and their messages in SQLite: `ROOST_HOME/roost.db`, the server's alone.
 
-WAL and a busy timeout let two servers (or two requests) share the file safely; the schema
-grows through MIGRATIONS, an ordered list of functions whose applied names are kept in a
-table, so an old database is brought up to date on open and never rewritten by hand. A
+WAL and a busy timeout let two servers (or two requests) share the file safely, and every
+commit is synced before its call returns, so an acknowledged write survives kill -9 and power
+loss; the schema grows through MIGRATIONS, an ordered list of functions whose applied names are
+kept in a table, so an old database is brought up to date on open and never rewritten by hand. A
 connection per operation keeps the store usable from any thread (the server calls it through
 `asyncio.to_thread`). Ids sort by creation time, so "after" and "before" paging is a compare.
 """
@@ -142,6 +143,10 @@ class Store:
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
+            # FULL, whatever this SQLite was built with: WAL's NORMAL is safe against a killed
+            # process but may drop the last commits on power loss, and a message the API
+            # acknowledged must survive both.
+            db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY)")
             db.execute("BEGIN IMMEDIATE")

@@ -5,6 +5,11 @@ fills the rest with prompt chunks of sequences still evaluating their prompt (ca
 others generate, so a long prompt does not freeze their streams). A new sequence takes the
 free slot whose cached tokens share the longest prefix with its prompt and evaluates only
 the rest, so turn N of a chat costs turn N's new tokens.
+
+A failed decode costs no stream: the batch is halved and each half retried in the same
+step, down to a single token; only a sequence whose lone token still fails gets an error.
+Preparing a request (tokenize, grammar, sampler chain: `prepare`) touches no context, so the
+runner does it on another thread and hands the result to `enqueue`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 import llama_cpp.llama_cpp as ll
 
 from roost.engines.llamacpp import logprobs, sampler
+from roost.engines.llamacpp.fault import DecodeFault
 from roost.engines.llamacpp.model import Model
 from roost.textscan import partial_suffix
 
@@ -26,6 +32,7 @@ from roost.textscan import partial_suffix
 PREFILL_CHUNK_WHILE_DECODING = 128
 
 Event = dict[str, Any]
+Row = tuple["Sequence", int, bool]  # a sequence, one of its tokens, whether to compute logits
 
 
 @dataclass
@@ -67,26 +74,36 @@ class Batcher:
         self.waiting: deque[Sequence] = deque()
         self.active: dict[int, Sequence] = {}
         self.batch = ll.llama_batch_init(model.n_batch, 0, 1)
+        self.fault = DecodeFault.from_env()  # tests only: injected decode failures
 
     # -- requests ------------------------------------------------------------------------
 
-    def submit(self, seq_id: int, prompt: str, opts: dict[str, Any], fmt: Any,
-               num_ctx: int | None, logprobs: int | None = None) -> list[Event]:
+    def prepare(self, seq_id: int, prompt: str, opts: dict[str, Any], fmt: Any,
+                num_ctx: int | None, logprobs: int | None = None) -> Sequence | Event:
+        """A sequence ready to enqueue, or the error event that refuses it.
+
+        Thread-safe (tokenizing and building a sampler touch the vocabulary, not the context),
+        so the runner runs it beside the decode loop: a big JSON schema or a long prompt then
+        costs the streams nothing.
+        """
+        started = time.perf_counter()
         tokens = self.model.tokenize(prompt)
         limit = min(num_ctx or self.model.n_ctx_seq, self.model.n_ctx_seq)
         if not tokens:
-            return [_error(seq_id, "the prompt is empty after tokenization", 400)]
+            return _error(seq_id, "the prompt is empty after tokenization", 400)
         if len(tokens) >= limit:
-            return [_error(seq_id, f"the prompt is {len(tokens)} tokens, longer than the "
-                                   f"context of {limit} (set num_ctx higher)", 400)]
-        seq = Sequence(seq_id, tokens, opts, limit, logprobs, t_start=time.perf_counter())
+            return _error(seq_id, f"the prompt is {len(tokens)} tokens, longer than the "
+                                  f"context of {limit} (set num_ctx higher)", 400)
+        seq = Sequence(seq_id, tokens, opts, limit, logprobs, t_start=started)
         try:
             grammar = sampler.grammar_for(fmt)
             seq.chain = sampler.build(self.model.vocab, self.model.n_vocab, opts, grammar)
         except sampler.GrammarError as exc:
-            return [_error(seq_id, str(exc), 400)]
+            return _error(seq_id, str(exc), 400)
+        return seq
+
+    def enqueue(self, seq: Sequence) -> None:
         self.waiting.append(seq)
-        return []
 
     def cancel(self, seq_id: int) -> None:
         for queued in list(self.waiting):
@@ -103,21 +120,12 @@ class Batcher:
     # -- the decode loop -----------------------------------------------------------------
 
     def step(self) -> list[Event]:
-        """Run one llama_decode over every active sequence; return the events it produced."""
+        """Run one batched decode over every active sequence; return the events it produced."""
         self._admit()
         if not self.active:
             return []
-        n = self._fill_batch()
-        if n == 0:
-            return []
-        rc = ll.llama_decode(self.model.ctx, self.batch)
-        if rc != 0:
-            return self._fail_batch(rc)
-        events: list[Event] = []
-        for seq in list(self.active.values()):
-            if seq.batch_index >= 0:
-                events.extend(self._sample(seq))
-        return events
+        rows = self._rows()
+        return self._decode(rows) if rows else []
 
     def _admit(self) -> None:
         while self.waiting:
@@ -143,36 +151,87 @@ class Batcher:
         slot.seq = seq
         self.active[seq.id] = seq
 
-    def _fill_batch(self) -> int:
-        b = self.batch
-        n = 0
+    def _rows(self) -> list[Row]:
+        """This step's tokens: every generating sequence's last sample, then prompt chunks."""
         generating = [s for s in self.active.values() if not s.pending]
-        for seq in generating:
-            slot = self.slots[seq.slot]
-            self._put(n, seq.next_token, len(slot.tokens), seq.slot, True)
-            slot.tokens.append(seq.next_token)
-            seq.batch_index = n
-            n += 1
-        budget = self.model.n_batch - n
+        rows: list[Row] = [(seq, seq.next_token, True) for seq in generating]
+        budget = self.model.n_batch - len(rows)
         if generating:
             budget = min(budget, PREFILL_CHUNK_WHILE_DECODING)
         for seq in self.active.values():
-            seq.batch_index = seq.batch_index if not seq.pending else -1
             if not seq.pending or budget <= 0:
                 continue
-            slot = self.slots[seq.slot]
             take = seq.pending[:budget]
             del seq.pending[:budget]
-            for i, tok in enumerate(take):
-                last = not seq.pending and i == len(take) - 1
-                self._put(n, tok, len(slot.tokens), seq.slot, last)
-                slot.tokens.append(tok)
-                if last:
-                    seq.batch_index = n
-                n += 1
+            last = len(take) - 1 if not seq.pending else -1  # logits for the prompt's end only
+            rows += [(seq, tok, i == last) for i, tok in enumerate(take)]
             budget -= len(take)
-        b.n_tokens = n
-        return n
+        return rows
+
+    def _decode(self, rows: list[Row]) -> list[Event]:
+        """Decode `rows`, halving a batch that fails and retrying each half in order.
+
+        A lone token that still fails fails its sequence, and only that one; its later rows
+        are dropped. A cache out of cells first gives up the idle slots' kept prefixes.
+        """
+        events: list[Event] = []
+        todo: deque[list[Row]] = deque([rows])
+        while todo:
+            chunk = [r for r in todo.popleft() if self.active.get(r[0].id) is r[0]]
+            if not chunk:
+                continue
+            rc = self._decode_once(chunk)
+            if rc == 0:
+                events += self._sample_rows(chunk)
+            elif rc == 1 and self._evict_idle():
+                todo.appendleft(chunk)
+            elif len(chunk) == 1:
+                events += self._fail(chunk[0][0], rc)
+            else:
+                half = len(chunk) // 2
+                todo.extendleft([chunk[half:], chunk[:half]])  # extendleft reverses: first half first
+        return events
+
+    def _decode_once(self, rows: list[Row]) -> int:
+        """One llama_decode of `rows`; on success the slots' token lists grow by them."""
+        next_pos: dict[int, int] = {}
+        max_pos = 0
+        for i, (seq, token, logits) in enumerate(rows):
+            pos = next_pos.get(seq.slot, len(self.slots[seq.slot].tokens))
+            next_pos[seq.slot] = pos + 1
+            max_pos = max(max_pos, pos)
+            self._put(i, token, pos, seq.slot, logits)
+            if logits:
+                seq.batch_index = i
+        self.batch.n_tokens = len(rows)
+        if self.fault is not None and self.fault.fails(len(rows), max_pos):
+            rc = 1
+        else:
+            rc = ll.llama_decode(self.model.ctx, self.batch)
+        if rc != 0:
+            for slot in next_pos:  # llama.cpp rolls a failed batch back; make sure of it
+                ll.llama_memory_seq_rm(self.model.memory, slot, len(self.slots[slot].tokens), -1)
+            return int(rc)
+        for seq, token, _ in rows:
+            self.slots[seq.slot].tokens.append(token)
+        return 0
+
+    def _sample_rows(self, rows: list[Row]) -> list[Event]:
+        events: list[Event] = []
+        for seq, _, logits in rows:
+            if logits:
+                events += self._sample(seq)
+        return events
+
+    def _evict_idle(self) -> bool:
+        """Drop the prefixes idle slots keep for reuse; say whether that freed any cells."""
+        freed = False
+        for slot in self.slots:
+            if slot.seq is None and slot.tokens:
+                ll.llama_memory_seq_rm(self.model.memory, slot.index, -1, -1)
+                slot.tokens.clear()
+                freed = True
+        return freed
 
     def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self.batch
@@ -233,17 +292,16 @@ class Batcher:
         slot.last_used = time.monotonic()
         sampler.free(seq.chain)
 
-    def _fail_batch(self, rc: int) -> list[Event]:
-        """A failed decode is rolled back by llama.cpp: forget this step's tokens, fail its sequences."""
-        message = "out of context memory" if rc == 1 else f"llama_decode failed ({rc})"
-        events = []
-        for seq in list(self.active.values()):
-            slot = self.slots[seq.slot]
-            ll.llama_memory_seq_rm(self.model.memory, slot.index, -1, -1)
-            slot.tokens.clear()
-            events.append(_error(seq.id, message))
-            self._release(seq)
-        return events
+    def _fail(self, seq: Sequence, rc: int) -> list[Event]:
+        """Fail one sequence whose lone token llama.cpp will not decode; free its cells."""
+        slot = self.slots[seq.slot]
+        ll.llama_memory_seq_rm(self.model.memory, slot.index, -1, -1)
+        slot.tokens.clear()
+        self._release(seq)
+        if rc == 1:  # the KV cache has no room: busy, not broken; a retry later may fit
+            return [_error(seq.id, "out of context memory: the model's KV cache is full; "
+                                   "try again, or with a smaller num_ctx", 503)]
+        return [_error(seq.id, f"llama_decode failed ({rc})")]
 
     def close(self) -> None:
         ll.llama_batch_free(self.batch)

@@ -3,12 +3,16 @@
 It shares the weights with the generation context (same llama_model), so `/api/embed` on a
 chat model costs only its own small KV cache. Vectors are L2-normalised, as Ollama's are;
 `dimensions` keeps the first N components and normalises again.
+
+The context is the embedding thread's alone (roost.engines.llamacpp.side): it decodes while
+the generation context decodes on the runner's main thread, and it yields its vectors a
+group at a time, so a big batch streams back in parts and can be cancelled between groups.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import llama_cpp.llama_cpp as ll
 
@@ -44,24 +48,42 @@ class Embedder:
         self.n_embd = ll.llama_model_n_embd(model.model)
         self.batch = ll.llama_batch_init(self.n_ctx, 0, 1)
 
-    def embed(self, texts: list[str], truncate: bool, dimensions: int | None,
-              num_ctx: int | None = None) -> tuple[list[list[float]], int]:
-        """Return one normalised vector per text and the number of tokens evaluated."""
+    def tokens(self, texts: list[str], truncate: bool,
+               num_ctx: int | None = None) -> list[list[int]]:
+        """Every text's tokens, checked against the context before anything is decoded."""
         limit = min(num_ctx or self.n_ctx, self.n_ctx)
-        token_lists = [self._tokens(t, truncate, limit) for t in texts]
-        vectors: list[list[float]] = []
+        return [self._tokens(t, truncate, limit) for t in texts]
+
+    def vectors(self, token_lists: list[list[int]], dimensions: int | None,
+                threads: Callable[[], int] | None = None) -> Iterator[list[float]]:
+        """One normalised vector per token list, in order, decoding MAX_SEQS texts at a time.
+
+        `threads`, asked before each group, is how many threads that decode may use: fewer
+        while the generation context is busy on the same cores.
+        """
         group: list[list[int]] = []
         for tokens in token_lists:
             if group and (len(group) == MAX_SEQS or
                           sum(map(len, group)) + len(tokens) > self.n_ctx):
-                vectors += self._decode(group)
+                yield from self._group(group, dimensions, threads)
                 group = []
             group.append(tokens)
         if group:
-            vectors += self._decode(group)
-        if dimensions:
-            vectors = [_normalise(v[:dimensions]) for v in vectors]
-        return vectors, sum(map(len, token_lists))
+            yield from self._group(group, dimensions, threads)
+
+    def embed(self, texts: list[str], truncate: bool, dimensions: int | None,
+              num_ctx: int | None = None) -> tuple[list[list[float]], int]:
+        """Return one normalised vector per text and the number of tokens evaluated."""
+        token_lists = self.tokens(texts, truncate, num_ctx)
+        return list(self.vectors(token_lists, dimensions)), sum(map(len, token_lists))
+
+    def _group(self, group: list[list[int]], dimensions: int | None,
+               threads: Callable[[], int] | None) -> list[list[float]]:
+        if threads is not None:
+            n = threads()
+            ll.llama_set_n_threads(self.ctx, n, n)
+        vectors = self._decode(group)
+        return [_normalise(v[:dimensions]) for v in vectors] if dimensions else vectors
 
     def _tokens(self, text: str, truncate: bool, limit: int) -> list[int]:
         tokens = self.model.tokenize(text) or [self.model.bos]
@@ -92,7 +114,7 @@ class Embedder:
             ptr = ll.llama_get_embeddings_seq(self.ctx, seq)
             if not ptr:
                 raise EmbedError("this model gives no pooled embeddings")
-            out.append(_normalise([float(ptr[i]) for i in range(self.n_embd)]))
+            out.append(_normalise(ptr[: self.n_embd]))
         return out
 
     def close(self) -> None:
@@ -103,12 +125,3 @@ class Embedder:
 def _normalise(v: list[float]) -> list[float]:
     norm = math.sqrt(sum(x * x for x in v))
     return [x / norm for x in v] if norm > 0 else v
-
-
-def handle(embedder: Any, msg: dict[str, Any]) -> dict[str, Any]:
-    try:
-        vectors, count = embedder.embed(list(msg["texts"]), bool(msg.get("truncate", True)),
-                                        msg.get("dimensions"), msg.get("num_ctx"))
-    except EmbedError as exc:
-        return {"op": "error", "id": msg["id"], "message": str(exc), "status": 400}
-    return {"op": "embeddings", "id": msg["id"], "embeddings": vectors, "prompt_tokens": count}
