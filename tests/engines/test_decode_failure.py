@@ -24,17 +24,17 @@ from tests.conftest import MODEL, Server, greedy, start_server, stop_server
 # these gave one answer alone, together, staggered, reversed and split into 2-token batches.
 PROMPTS = ["Count from one to ten in words.", "List the days of the week.",
            "Write the alphabet in capital letters, separated by spaces."]
-LONG_PROMPT = "Summarise this list: " + ", ".join(f"item {i}" for i in range(25))
+LONG_PROMPT = "Summarise this list: " + ", ".join(f"item {i}" for i in range(12))
 # Every batch over 2 tokens fails, so prompts go in halves of halves and every step of
-# three streams is split; a batch holding a position >= 100 fails (only LONG_PROMPT gets
-# there: the others' prompts and answers stay under 70 tokens).
-FAULTS = "over:2,pos:100"
+# three streams is split; a batch holding a position >= 64 fails (only LONG_PROMPT gets
+# there: the others' prompts and answers stay under 55 tokens).
+FAULTS = "over:2,pos:64"
 NUM_PREDICT = 12
 
 
 @pytest.fixture(scope="module")
 def faulty(pulled: Server) -> Iterator[Server]:
-    srv = start_server(pulled.home, {"ROOST_TEST_FAULT_DECODE": FAULTS})
+    srv = start_server(pulled.home, {"ROOST_TEST_FAULT_DECODE": FAULTS, "ROOST_NUM_THREADS": "1"})
     try:
         yield srv
     finally:

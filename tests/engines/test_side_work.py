@@ -20,7 +20,7 @@ from tests.support.runner_side import RunnerProcess, timed_stream, weights
 
 STORY = {"model": MODEL, "prompt": "Write a long story about a dragon who learns to sail.",
          "options": greedy(300)}
-TEXTS = [f"Sentence {i} is about the topic number {i % 7}, told in a few more words." for i in range(24)]
+TEXTS = [f"Sentence {i} is about the topic number {i % 7}, told in a few more words." for i in range(16)]
 BASELINE_PIECES = 12  # pieces measured before the batch is sent
 
 
