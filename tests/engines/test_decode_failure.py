@@ -34,6 +34,8 @@ NUM_PREDICT = 12
 
 @pytest.fixture(scope="module")
 def faulty(pulled: Server) -> Iterator[Server]:
+    """One decode thread: its many 1- and 2-token decodes then wait on no thread barrier,
+    which on a busy 2-core machine made this test 3-4x slower (the answers are the same)."""
     srv = start_server(pulled.home, {"ROOST_TEST_FAULT_DECODE": FAULTS, "ROOST_NUM_THREADS": "1"})
     try:
         yield srv

@@ -95,6 +95,9 @@ class Runner:
             "--num-ctx", str(spec.num_ctx), "--num-parallel", str(spec.num_parallel),
             "--num-threads", str(spec.num_threads), "--num-gpu", str(spec.num_gpu),
             "--cpu-kernels", spec.cpu_kernels,
+            # The runner dies with this process (PR_SET_PDEATHSIG follows the spawning thread:
+            # spawn only from the event loop's thread, never from a pool).
+            "--parent-pid", str(os.getpid()),
         ]
         proc = await asyncio.create_subprocess_exec(
             *cmd, pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
