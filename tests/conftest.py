@@ -6,6 +6,7 @@ qwen2.5-coder:0.5b from the installed part packages, the store real files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -92,6 +93,19 @@ def pulled(server: Server) -> Server:
         assert r.status_code == 200, r.text
         assert r.json() == {"status": "success"}
     return server
+
+
+@contextlib.contextmanager
+def own_pulled_server(home: Path) -> Iterator[Server]:
+    """A server of a test's own on `home`, with qwen2.5-coder:0.5b pulled; stopped on exit."""
+    srv = start_server(home)
+    try:
+        with srv.client() as c:
+            r = c.post("/api/pull", json={"model": MODEL, "stream": False})
+            assert r.status_code == 200, r.text
+        yield srv
+    finally:
+        stop_server(srv)
 
 
 def greedy(num_predict: int = 24, **extra: object) -> dict[str, object]:

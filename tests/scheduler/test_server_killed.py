@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.conftest import MODEL, Server, greedy, start_server, stop_server
+from tests.conftest import MODEL, Server, greedy, own_pulled_server, start_server, stop_server
 from tests.support.runner_side import (
     RUNNER_MODULE,
     children,
@@ -40,13 +40,8 @@ EXIT_WITHIN = 2.0  # seconds, the issue's bound
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A ROOST_HOME of this module's own with the model pulled; no runner of it outlives it."""
     path = tmp_path_factory.mktemp("killed-home")
-    srv = start_server(path)
-    try:
-        with srv.client() as c:
-            r = c.post("/api/pull", json={"model": MODEL, "stream": False})
-            assert r.status_code == 200, r.text
-    finally:
-        stop_server(srv)
+    with own_pulled_server(path):
+        pass
     try:
         yield path
     finally:

@@ -41,7 +41,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import MODEL, Server, start_server, stop_server
+from tests.conftest import MODEL, Server, own_pulled_server
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))  # per operation and mode
 SEED = int(os.environ.get("FUZZ_SEED", "20240611"))
@@ -88,13 +88,8 @@ class Run:
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of its own: the fuzzer creates and deletes models, threads, presets, engines."""
-    server = start_server(Path(tmp_path_factory.mktemp("fuzz-home")))
-    try:
-        with server.client() as c:
-            assert c.post("/api/pull", json={"model": MODEL, "stream": False}).status_code == 200
+    with own_pulled_server(Path(tmp_path_factory.mktemp("fuzz-home"))) as server:
         yield server
-    finally:
-        stop_server(server)
 
 
 def _options(body: dict[str, Any], key: str, generates: bool) -> None:

@@ -13,19 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODEL, Server, one_line_error, roost_cli, start_server, stop_server
+from tests.conftest import (
+    MODEL,
+    Server,
+    one_line_error,
+    own_pulled_server,
+    roost_cli,
+)
 from tests.support.signals_and_hangups import load_model, runner_pids
 
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(Path(tmp_path_factory.mktemp("first-server")))
-    try:
-        with srv.client() as c:
-            assert c.post("/api/pull", json={"model": MODEL, "stream": False}).status_code == 200
+    with own_pulled_server(Path(tmp_path_factory.mktemp("first-server"))) as srv:
         yield srv
-    finally:
-        stop_server(srv)
 
 
 def test_a_second_server_on_the_port_exits_1_and_leaves_the_first_alone(first: Server) -> None:

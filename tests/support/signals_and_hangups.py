@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.conftest import MODEL, Server, start_server, stop_server
+from tests.conftest import MODEL, Server, own_pulled_server
 
 RUNNER_MODULE = b"roost.scheduler.runner_main"
 # CPython's select.select() is glibc's select(), which is the pselect6 system call.
@@ -120,14 +120,8 @@ def wait_for(check: Callable[[], bool], timeout: float, every: float = 0.005) ->
 
 def pulled_template(home: Path) -> Path:
     """A ROOST_HOME with the model pulled by a real server (which is then stopped)."""
-    srv = start_server(home)
-    try:
-        with srv.client() as c:
-            r = c.post("/api/pull", json={"model": MODEL, "stream": False})
-            assert r.status_code == 200, r.text
-    finally:
-        stop_server(srv)
-    return home
+    with own_pulled_server(home):
+        return home
 
 
 def link_store(template: Path, home: Path) -> Path:
