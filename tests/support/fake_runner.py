@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-batch", type=int, default=512)
     p.add_argument("--num-gpu", type=int, default=0)
     p.add_argument("--cpu-kernels", default="all")
+    p.add_argument("--parent-pid", type=int, default=None)  # the real runner dies with it
     args = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as the real runner: the server stops it
     conn = protocol.Connection(socket.socket(fileno=args.fd))
