@@ -24,6 +24,8 @@ from jinja2.nodes import Concat
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
+from roost.chat.gotemplate import GoSyntaxError, GoTemplate, is_go_template, translate
+
 MAX_TEMPLATE_BYTES = 256 * 1024
 MAX_OUTPUT_CHARS = 8 * 1024 * 1024
 # No value a template builds needs more items than the whole prompt has characters.
@@ -236,11 +238,20 @@ _ENV = _environment()
 
 
 @functools.lru_cache(maxsize=32)
-def _compile(source: str) -> Any:
+def _compile(source: str) -> tuple[Any, GoTemplate | None]:
+    """The compiled template; a Go template (Ollama's) is translated to Jinja first."""
     if len(source.encode()) > MAX_TEMPLATE_BYTES:
         raise TemplateRenderError("chat template is too large")
+    go = None
+    if is_go_template(source):
+        try:
+            go = translate(source)
+        except GoSyntaxError as exc:
+            raise TemplateRenderError(str(exc)) from exc
+        except RecursionError as exc:
+            raise TemplateRenderError("template: nested too deeply") from exc
     try:
-        return _ENV.from_string(source)
+        return _ENV.from_string(go.jinja if go else source), go
     except (TemplateError, RecursionError) as exc:
         raise TemplateRenderError(f"invalid chat template: {exc}") from exc
 
@@ -256,19 +267,20 @@ def render(
     think: Any = None,
 ) -> str:
     """Render in this process: bounded output, but no bound on time or memory (see sandbox.render)."""
-    compiled = _compile(template or CHATML)
+    compiled, go = _compile(template or CHATML)
+    if go is not None:  # Ollama's values; a Go template decides for itself where the answer starts
+        context = go.context(messages, tools, think)
+    else:
+        context = {
+            "messages": messages, "tools": tools or None, "bos_token": bos_token,
+            "eos_token": eos_token, "add_generation_prompt": add_generation_prompt,
+            # Qwen3-style templates read enable_thinking; others ignore it.
+            **({} if think is None else {"enable_thinking": think is not False, "think": think}),
+        }
     parts: list[str] = []
     size = 0
     try:
-        for chunk in compiled.generate(
-            messages=messages,
-            tools=tools or None,
-            bos_token=bos_token,
-            eos_token=eos_token,
-            add_generation_prompt=add_generation_prompt,
-            # Qwen3-style templates read enable_thinking; others ignore it.
-            **({} if think is None else {"enable_thinking": think is not False, "think": think}),
-        ):
+        for chunk in compiled.generate(**context):
             size += len(chunk)
             if size > MAX_OUTPUT_CHARS:
                 raise TemplateRenderError(f"chat template output is larger than {MAX_OUTPUT_CHARS >> 20} MiB")
