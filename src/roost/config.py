@@ -53,12 +53,18 @@ DRAIN_TIMEOUT = Setting("ROOST_DRAIN_TIMEOUT", "10s", "On SIGTERM or Ctrl+C, how
                         "and the server exits")
 WEBSEARCH_URL = Setting("ROOST_WEBSEARCH_URL", "", "Search endpoint for `roost run --experimental-websearch`"
                         ", e.g. http://127.0.0.1:8080/search?q={query}")
+REGISTRY = Setting("ROOST_REGISTRY", "https://registry.ollama.ai", "Base URL of the registry that "
+                   "names on the default host (NAME:TAG, NS/NAME:TAG, registry.ollama.ai/...) "
+                   "are pulled from when the catalog lacks them")
+CATALOG_SOURCE = Setting("ROOST_CATALOG_SOURCE", "auto", "Where a pull of a catalog model reads its "
+                         "weights: auto (the installed packages, else the model's Hugging Face repo), "
+                         "packages, hf")
 
 SETTINGS: tuple[Setting, ...] = (
     HOST, HOME, KEEP_ALIVE, NUM_PARALLEL, MAX_LOADED, MAX_QUEUE,
     CONTEXT_LENGTH, NUM_THREADS, ORIGINS, EDITOR, NOHISTORY,
     API_KEY, ALLOW_UNAUTHENTICATED, ALLOWED_HOSTS, CPU_KERNELS, LOAD_TIMEOUT, DRAIN_TIMEOUT,
-    WEBSEARCH_URL,
+    WEBSEARCH_URL, REGISTRY, CATALOG_SOURCE,
 )
 KEY_FILE = "api_key"
 
@@ -213,3 +219,9 @@ def drain_timeout() -> float:
     except ValueError:
         seconds = parse_duration(DRAIN_TIMEOUT.default)
     return max(seconds, 0.0)
+
+
+def registry() -> str:
+    """ROOST_REGISTRY without a trailing slash (a scheme is added when none is given)."""
+    url = REGISTRY.get().rstrip("/")
+    return url if "://" in url else f"https://{url}"

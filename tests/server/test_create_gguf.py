@@ -100,8 +100,8 @@ def test_the_real_model_still_makes_a_model(pulled: Server) -> None:
 
 def test_a_sound_file_llama_cpp_cannot_load_fails_only_its_request(pulled: Server) -> None:
     """tiny(): structurally sound, so it is stored and made a model, but it has none of
-    qwen2's keys or tensors; loading it fails that request, and the server and the real
-    model go on."""
+    qwen2's keys or tensors; loading it fails that request with llama.cpp's reason and a
+    header that tells OpenAI's clients not to retry, and the server and the real model go on."""
     data = gguf_files.tiny()
     with pulled.client() as c:
         assert c.post(f"/api/blobs/{digest(data)}", content=data).status_code == 201
@@ -110,8 +110,14 @@ def test_a_sound_file_llama_cpp_cannot_load_fails_only_its_request(pulled: Serve
         assert r.status_code == 200, r.text
         r = c.post("/api/generate", json={"model": "tiny-unloadable", "prompt": "Hi",
                                           "stream": False, "options": greedy(2)})
-        assert r.status_code >= 400 and r.json()["error"], r.text
-        assert "Traceback" not in r.text and "\n" not in r.json()["error"]
+        assert r.status_code == 500 and r.headers.get("x-should-retry") == "false", (r.text, r.headers)
+        error = r.json()["error"]  # llama.cpp's own reason, on one line
+        assert error.startswith("llama.cpp could not load ") and "no reason given" not in error, error
+        assert "Traceback" not in r.text and "\n" not in error
+        r = c.post("/v1/chat/completions", json={"model": "tiny-unloadable", "max_tokens": 2,
+                                                 "messages": [{"role": "user", "content": "Hi"}]})
+        assert r.status_code == 500 and r.headers["x-should-retry"] == "false", r.text
+        assert r.json()["error"]["message"] == error
         r = c.post("/api/generate", json={"model": MODEL, "prompt": "Hi", "stream": False,
                                           "options": greedy(2)})
         assert r.status_code == 200 and r.json()["done"], r.text

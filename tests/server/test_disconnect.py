@@ -19,13 +19,14 @@ part and must take under 1 s; and when the runner sits idle, blocked waiting for
 with no sequence left (read from /proc), which cannot happen while the departed client's
 sequence still runs, so neither measure races anything. Between the two, the runner ends
 the llama_decode call in flight when the cancel arrives, which cannot be interrupted: a
-decode step while generating (~20-50 ms on an idle machine), a prompt chunk of up to 512
-tokens while evaluating a prompt (~2 s at the reference machine's ~250 tokens/s). So the
-whole bound is 1 s plus that call, measured right afterwards by a follow-up request on the
-same slot (which also shows that the slot serves the next request), with slack for a
-machine shared with other work. After a prompt, the follow-up also shows from the slot's
-cache that the departed request evaluated no chunk after the one in flight, which no load
-on the machine can blur.
+decode step while generating (~20-50 ms on an idle machine), a prompt chunk while
+evaluating a prompt, which the runner sizes to about 0.5 s of its measured prefill rate
+(roost.engines.llamacpp.pacing; it was a fixed 512 tokens, ~2 s on a 2-core machine and up
+to 18 s on a loaded one). So the whole bound is 1 s plus that call, measured right
+afterwards by a follow-up request on the same slot (which also shows that the slot serves
+the next request), with slack for a machine shared with other work. After a prompt, the
+follow-up also shows from the slot's cache that the departed request stopped evaluating
+well before the end of its prompt, which no load on the machine can blur.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 
 import pytest
 
+from roost.engines.llamacpp import pacing
 from tests.conftest import MODEL, Server, start_server, stop_server
 from tests.support.signals_and_hangups import (
     load_model,
@@ -51,13 +53,14 @@ from tests.support.signals_and_hangups import (
 )
 
 COUNT = "Count from 1 to 5000, one number per line, with no other text."
-# About 1,600 tokens: three prompt chunks of 512, so a server that noticed the hang-up only
-# at the first token would run two chunks longer than one that noticed it at once.
+# About 1,600 tokens: many prompt chunks, so a server that noticed the hang-up only at the
+# first token would run several seconds longer than one that noticed it at once.
 RECORDS = " ".join(f"Record {i}: sensor {i % 7} read {i * 37 % 101} units at minute {i}."
                    for i in range(80))
-CHUNK = 512  # prompt tokens per llama_decode call (the runner's n_batch)
-FOLLOW_UP_CHARS = 1800  # about 710 tokens: more than the first chunk, less than two
-SLOWEST_STEP = 3.0  # s: the longest one decode step may take on a loaded 2-core machine
+FOLLOW_UP_CHARS = 1800  # about 710 tokens: more than the departed request's first chunks
+N_BATCH = 512  # the runner's n_batch: the largest prompt chunk
+SLOWEST_STEP = 3.0  # s: the longest one generation step may take on a loaded 2-core machine
+SLOWEST_PROMPT_STEP = 1.0  # s: a prompt chunk is sized to 0.5 s of the measured rate
 STOP_TIMEOUT = 300  # s: only a server that ignored the hang-up takes this long
 
 
@@ -144,10 +147,10 @@ def _follow_up(server: Server, case: Case, text: str,
 
     After generation: a few tokens (eval_duration per token is one decode step, and with the
     departed request's output format, the grammar's share of the sampling too). After a
-    prompt: the first ~700 tokens of the same prompt. The departed request's first chunk
-    (512 tokens) is in the slot's cache, so this one evaluates the ~200 tokens after it; had
-    the departed request gone on to its second chunk, it would find all but one cached. Its
-    prompt_eval_duration, scaled to 512 tokens, is the time of one chunk.
+    prompt: the first ~700 tokens of the same prompt. What the departed request evaluated is
+    in the slot's cache, so this one evaluates the rest; had the departed request gone on,
+    it would find all but one cached. Its prompt_eval_duration per token gives the time of
+    one chunk as the runner's pacer sizes it.
     """
     if case.phase == "generation":
         body = {"model": MODEL, "prompt": f"{text} Say hi.", "raw": True, "format": fmt}
@@ -162,7 +165,9 @@ def _follow_up(server: Server, case: Case, text: str,
         return done["eval_duration"] / 1e9 / max(1, done["eval_count"]), done
     count = done["prompt_eval_count"]
     assert count >= 100, ("the departed request evaluated its prompt past the chunk in flight", done)
-    return done["prompt_eval_duration"] / 1e9 * CHUNK / count, done
+    per_token = done["prompt_eval_duration"] / 1e9 / count
+    chunk = max(pacing.MIN_CHUNK, min(N_BATCH, int(pacing.STEP_SECONDS / per_token)))
+    return per_token * chunk, done
 
 
 def _watch(runner: int, unread: Callable[[], int]) -> tuple[float, float]:
@@ -212,4 +217,5 @@ def test_hanging_up_stops_the_sequence_within_a_second(one_slot: tuple[Server, i
     # The runner ends the call in flight, then drops the sequence. On a machine shared with
     # other work one call may take three times as long as the next, and a decode step that
     # averages 30 ms may take a second or more (up to 1.5 s seen beside two busy runners).
-    assert stopped - reached < max(3 * call, SLOWEST_STEP), (stopped - reached, call, done)
+    floor = SLOWEST_PROMPT_STEP if case.phase == "prompt" else SLOWEST_STEP
+    assert stopped - reached < max(3 * call, floor), (stopped - reached, call, done)

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from roost import config
 
 if TYPE_CHECKING:
     import httpx2
+
+
+_UPLOAD_CHUNK = 1 << 20
 
 
 class ResponseError(Exception):
@@ -110,6 +114,45 @@ class Client:
     def create(self, model: str, **fields: Any) -> dict[str, Any]:
         body = {"model": model, "stream": False, **_clean(fields)}
         return self._request("POST", "/api/create", body)  # type: ignore[no-any-return]
+
+    def create_progress(self, model: str, **fields: Any) -> Iterator[dict[str, Any]]:
+        """/api/create, streamed: Ollama's status lines ("parsing GGUF", ..., "success")."""
+        return self._stream("/api/create", {"model": model, "stream": True, **_clean(fields)})
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether the server holds the blob (HEAD /api/blobs/<digest>)."""
+        try:
+            resp = self._http.head(f"/api/blobs/{_quote(digest)}")
+        except self._httpx.TransportError as exc:
+            raise ConnectError(f"could not connect to the Roost server at {self.base_url}") from exc
+        if resp.status_code == 404:
+            return False
+        _raise_for_status(resp)
+        return True
+
+    def upload_blob(self, digest: str, path: str | os.PathLike[str],
+                    progress: Callable[[int], None] | None = None) -> None:
+        """Send a file as the blob `digest`; the server verifies the digest before keeping it.
+        `progress` is called with the bytes sent so far."""
+        def chunks() -> Iterator[bytes]:
+            sent = 0
+            with open(path, "rb") as f:
+                while chunk := f.read(_UPLOAD_CHUNK):
+                    sent += len(chunk)
+                    yield chunk
+                    if progress is not None:
+                        progress(sent)
+
+        try:
+            resp = self._http.post(f"/api/blobs/{_quote(digest)}", content=chunks())
+        except self._httpx.TransportError as exc:
+            raise ConnectError(f"lost the connection to the Roost server at {self.base_url}") from exc
+        _raise_for_status(resp)
+
+    def link_blob(self, digest: str, path: str) -> dict[str, Any]:
+        """Roost's import without copying: the server links its own file at `path` (absolute)
+        as the blob `digest`. The answer's `link` says how: hardlink, path or existing."""
+        return self._request("POST", f"/api/blobs/{_quote(digest)}/link", {"path": path})  # type: ignore[no-any-return]
 
     def pull(self, model: str, insecure: bool = False) -> Iterator[dict[str, Any]]:
         return self._stream("/api/pull", {"model": model, "stream": True, "insecure": insecure})

@@ -123,6 +123,13 @@ class ProgressResponse(_Out):
     completed: int | None = None
 
 
+class LinkResponse(_Out):
+    """Roost's /api/blobs/{digest}/link: how the file became the blob."""
+
+    digest: str
+    link: str = Field(description="hardlink, path (recorded and checked at load) or existing")
+
+
 class VersionResponse(_Out):
     version: str
     server: str = Field("roost", description="tells Roost apart from an Ollama server")

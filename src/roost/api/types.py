@@ -117,6 +117,13 @@ class CreateRequest(_Wire):
     stream: bool = True
 
 
+class LinkRequest(_Wire):
+    """Roost extension (POST /api/blobs/{digest}/link): a file to import without copying."""
+
+    path: str = Field(min_length=1, description="absolute path of a GGUF file on the server's "
+                      "machine, readable by the server")
+
+
 class CopyRequest(_Wire):
     source: str = Field(min_length=1)
     destination: str = Field(min_length=1)

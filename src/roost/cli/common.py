@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from roost.api.client import Client
@@ -19,12 +19,18 @@ def connect() -> Client:
 
 def pull_with_progress(client: Client, model: str, insecure: bool = False,
                        push: bool = False) -> None:
+    from roost.api.client import ResponseError
     from roost.cli.render import PullProgress
 
     events = client.push(model, insecure) if push else client.pull(model, insecure)
+    last: dict[str, Any] = {}
     with PullProgress() as progress:
-        for event in events:
-            progress.update(event)
+        for last in events:
+            progress.update(last)
+    if last.get("status") != "success":  # a stream that stopped short is a failure, never exit 0
+        verb = "push" if push else "pull"
+        raise ResponseError(f"the {verb} of {model} ended before it finished "
+                            f"(last step: {last.get('status') or 'none'})", 500)
 
 
 def ensure_model(client: Client, model: str, insecure: bool = False) -> None:

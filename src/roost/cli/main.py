@@ -52,9 +52,10 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from roost.cli import chat, engines, models, presets, ps, run, serve, threads
+    from roost.cli import chat, create, engines, models, presets, ps, run, serve, threads
 
     cli.add_command(run.run)
+    cli.add_command(create.create)
     cli.add_command(chat.chat)
     cli.add_command(threads.threads)
     cli.add_command(engines.engines)

@@ -184,8 +184,8 @@ class PullProgress:
             )
             self.bar.start()
         task = self.tasks.get(digest)
-        if task is None:
-            task = self.tasks[digest] = self.bar.add_task(status, total=total)
+        if task is None:  # a resumed download starts part-way: those bytes are no speed
+            task = self.tasks[digest] = self.bar.add_task(status, total=total, completed=completed)
         # A push renames a layer's step ("starting upload", then "pushing ..."): one bar.
         self.bar.update(task, description=status, total=total, completed=completed)
 

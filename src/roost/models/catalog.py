@@ -142,9 +142,15 @@ def part_paths(model: CatalogModel) -> list[Path]:
     return paths
 
 
-def read_parts(paths: list[Path], chunk_size: int = 1 << 20) -> Iterator[bytes]:
-    """Yield the concatenation of the part files, in order."""
+def read_parts(paths: list[Path], offset: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Yield the concatenation of the part files, in order, from `offset` on (a resumed write)."""
     for path in paths:
+        size = path.stat().st_size
+        if offset >= size:
+            offset -= size
+            continue
         with path.open("rb") as src:
+            src.seek(offset)
+            offset = 0
             while chunk := src.read(chunk_size):
                 yield chunk

@@ -8,18 +8,21 @@ so harmless) and, last, the manifest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from roost import config as settings
 from roost.chat import sandbox
 from roost.chat import template as templates
 from roost.core import OptionError, check_options
-from roost.models import config_blob, gguf_check
+from roost.models import config_blob, gguf_check, gguf_meta, link, quantize
 from roost.models.names import Name
 from roost.models.resolve import NotFound, resolve
 from roost.models.store import (
+    ADAPTER_MEDIA_TYPE,
     CONFIG_MEDIA_TYPE,
     LICENSE_MEDIA_TYPE,
     MESSAGES_MEDIA_TYPE,
@@ -51,13 +54,19 @@ class Spec:
     license: str | list[str] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, Any]] | None = None
+    adapters: dict[str, str] = field(default_factory=dict)  # ADAPTER: name -> uploaded digest
+    quantize: str | None = None  # a type name: quantize the weights to it
+    cancelled: Callable[[], bool] = lambda: False  # true once nobody waits for the result
 
 
 def create(store: Store, spec: Spec, report: Callable[[dict[str, Any]], None]) -> None:
     name = Name.parse(spec.name)
     _check(spec)
-    report({"status": "reading model metadata"})
-    base_layers, config = _base(store, spec)
+    target = _quantize_target(spec)
+    created: set[str] = set()  # digests written by this create: "creating new layer"
+    base_layers, config = _base(store, spec, report, created)
+    adapters = _adapters(store, spec, base_layers, config)
+    base_layers, config = _quantized(store, spec, target, base_layers, config, report, created)
     layers = dict(base_layers)  # media type -> layer; a new value replaces the base's
     params = {**_params_of(store, base_layers.get(PARAMS_MEDIA_TYPE)), **spec.parameters}
     texts = {
@@ -71,19 +80,25 @@ def create(store: Store, spec: Spec, report: Callable[[dict[str, Any]], None]) -
     for media_type, text in texts.items():
         if text is None:
             continue
-        kind = media_type.rsplit(".", 1)[-1]
-        layer = store.write_bytes(text.encode(), media_type)
-        if base_layers.get(media_type) == layer:
-            report({"status": f"using already created layer {layer.digest}"})
-        else:
-            report({"status": f"creating {kind} layer"})
-        layers[media_type] = layer
+        layers[media_type] = _write_text(store, text, media_type, created)
     config_layer = store.write_bytes(config_blob.encode(config), CONFIG_MEDIA_TYPE)
-    report({"status": "writing manifest"})
     order = [MODEL_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, PARAMS_MEDIA_TYPE,
              MESSAGES_MEDIA_TYPE, LICENSE_MEDIA_TYPE]
-    store.put(name, config_layer, [layers[m] for m in order if m in layers])
+    final = [layers[m] for m in order if m in layers] + adapters
+    for layer in final:  # Ollama's lines, in the manifest's order
+        new = "creating new" if layer.digest in created else "using existing"
+        report({"status": f"{new} layer {layer.digest}"})
+    report({"status": "writing manifest"})
+    store.put(name, config_layer, final)
     report({"status": "success"})
+
+
+def _write_text(store: Store, text: str, media_type: str, created: set[str]) -> Layer:
+    data = text.encode()
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    if not store.has_blob(digest, len(data)):
+        created.add(digest)
+    return store.write_bytes(data, media_type)
 
 
 def _check(spec: Spec) -> None:
@@ -108,13 +123,18 @@ def _check(spec: Spec) -> None:
             raise CreateError(f"invalid message role {message.get('role')!r}")
 
 
-def _base(store: Store, spec: Spec) -> tuple[dict[str, Layer], dict[str, Any]]:
+def _base(store: Store, spec: Spec, report: Callable[[dict[str, Any]], None],
+          created: set[str]) -> tuple[dict[str, Layer], dict[str, Any]]:
     if spec.files:
         ggufs = [d for f, d in spec.files.items() if f.endswith(".gguf")] or list(spec.files.values())
         digest = wire_digest(ggufs[0])
         if not store.has_blob(digest):
             raise CreateError(f"blob {digest} was not uploaded")
-        path = store.blob_path(digest)
+        report({"status": "parsing GGUF"})
+        try:
+            path = link.verified(store, digest)  # a linked file must be the one hashed
+        except link.StaleLink as exc:
+            raise CreateError(str(exc)) from exc
         try:
             gguf_check.check(path)  # before anything reads it, llama.cpp least of all
             config, gguf_template = config_blob.build(path)
@@ -124,7 +144,8 @@ def _base(store: Store, spec: Spec) -> tuple[dict[str, Layer], dict[str, Any]]:
             raise CreateError(f"{next(iter(spec.files))} is not a GGUF model: {exc}") from exc
         layers = {MODEL_MEDIA_TYPE: Layer(MODEL_MEDIA_TYPE, digest, path.stat().st_size)}
         if gguf_template and spec.template is None:
-            layers[TEMPLATE_MEDIA_TYPE] = store.write_bytes(gguf_template.encode(), TEMPLATE_MEDIA_TYPE)
+            layers[TEMPLATE_MEDIA_TYPE] = _write_text(store, gguf_template, TEMPLATE_MEDIA_TYPE,
+                                                      created)
         return layers, config
     assert spec.base is not None
     try:
@@ -141,3 +162,97 @@ def _params_of(store: Store, layer: Layer | None) -> dict[str, Any]:
 def copy(store: Store, source: str, destination: str) -> None:
     ref = resolve(store, source)
     store.put(Name.parse(destination), ref.manifest.config, ref.manifest.layers)
+
+
+def _quantize_target(spec: Spec) -> str | None:
+    try:
+        return quantize.parse_type(spec.quantize) if spec.quantize else None
+    except quantize.QuantizeError as exc:
+        raise CreateError(str(exc)) from exc
+
+
+def _quantized(store: Store, spec: Spec, target: str | None, layers: dict[str, Layer],
+               config: dict[str, Any], report: Callable[[dict[str, Any]], None],
+               created: set[str]) -> tuple[dict[str, Layer], dict[str, Any]]:
+    """The weights quantized to `target` (a new blob) and the config that says so."""
+    if target is None:
+        return layers, config
+    source = quantize.source_type(str(config.get("file_type") or "unknown"))
+    try:
+        quantize.check_source(source, target)
+        path = link.verified(store, layers[MODEL_MEDIA_TYPE].digest)
+        layer, new = quantize.quantize(store, path, source, target, settings.num_threads(),
+                                       report, spec.cancelled)
+    except (quantize.QuantizeError, link.StaleLink) as exc:
+        raise CreateError(str(exc)) from exc
+    if new:
+        created.add(layer.digest)
+    meta, _ = gguf_meta.read(store.blob_path(layer.digest), want_tokens=False)
+    info = {**(config.get("model_info") or {}), "general.file_type": meta.kv.get("general.file_type")}
+    config = {**config, "file_type": meta.quantization, "model_info": info}
+    return {**layers, MODEL_MEDIA_TYPE: Layer(MODEL_MEDIA_TYPE, layer.digest, layer.size)}, config
+
+
+def _adapters(store: Store, spec: Spec, layers: dict[str, Layer],
+              config: dict[str, Any]) -> list[Layer]:
+    """The LoRA adapters the model gets: the base model's, then those sent (checked first)."""
+    inherited = _base_adapters(store, spec)
+    if not spec.adapters:
+        return inherited
+    weights = store.blob_path(layers[MODEL_MEDIA_TYPE].digest)
+    shapes = {t.name: t.shape for t in gguf_meta.read(weights, want_tokens=False)[0].tensors}
+    sent = [_adapter(store, file, digest, str(config.get("architecture") or ""), shapes)
+            for file, digest in spec.adapters.items()]
+    return inherited + [layer for layer in sent if layer not in inherited]
+
+
+def _adapter(store: Store, file: str, digest: str, arch: str,
+             shapes: dict[str, tuple[int, ...]]) -> Layer:
+    """One uploaded adapter, refused (400) unless llama.cpp will be able to apply it."""
+    try:
+        path = store.blob_path(digest)
+    except StoreError as exc:
+        raise CreateError(f"adapter '{file}': {exc}") from exc
+    if not path.is_file():
+        raise CreateError(f"adapter '{file}': blob {wire_digest(digest)} was not uploaded")
+    try:
+        gguf_check.check(path)
+        meta, _ = gguf_meta.read(path, want_tokens=False)
+    except (ValueError, OSError) as exc:  # InvalidGGUF and GGUFError are ValueErrors
+        raise CreateError(f"adapter '{file}': {exc}") from exc
+    kind, lora = meta.kv.get("general.type"), meta.kv.get("adapter.type")
+    if kind != "adapter" or lora != "lora":
+        raise CreateError(f"adapter '{file}' is not a LoRA adapter GGUF "
+                          f"(general.type {kind!r}, adapter.type {lora!r})")
+    if meta.architecture != arch:
+        raise CreateError(f"adapter '{file}' is for the {meta.architecture or 'unknown'} "
+                          f"architecture, the model is {arch}")
+    for tensor in meta.tensors:
+        _check_lora_tensor(file, tensor, shapes)
+    return Layer(ADAPTER_MEDIA_TYPE, wire_digest(digest), path.stat().st_size)
+
+
+def _check_lora_tensor(file: str, tensor: gguf_meta.TensorInfo,
+                       shapes: dict[str, tuple[int, ...]]) -> None:
+    """llama.cpp's rule: for W of shape (in, out), lora_a is (in, r) and lora_b is (r, out)."""
+    base, _, part = tensor.name.rpartition(".lora_")
+    if part not in ("a", "b"):
+        raise CreateError(f"adapter '{file}': {tensor.name} is not a LoRA tensor")
+    want = shapes.get(base)
+    if want is None:
+        raise CreateError(f"adapter '{file}': the model has no tensor {base}")
+    side = 0 if part == "a" else 1
+    if base != "token_embd.weight" and tensor.shape[side] != want[side]:
+        raise CreateError(f"adapter '{file}': {tensor.name} has shape {list(tensor.shape)}, "
+                          f"which does not fit {base} {list(want)}")
+
+
+def _base_adapters(store: Store, spec: Spec) -> list[Layer]:
+    """A model made FROM another keeps that model's adapters."""
+    if not spec.base or spec.files:
+        return []
+    try:
+        manifest = resolve(store, spec.base).manifest
+    except (NotFound, ValueError):
+        return []
+    return [layer for layer in manifest.layers if layer.media_type == ADAPTER_MEDIA_TYPE]

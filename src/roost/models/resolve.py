@@ -8,15 +8,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from roost.models import config_blob
+from roost.models import config_blob, link
 from roost.models.names import Name
 from roost.models.store import (
+    ADAPTER_MEDIA_TYPE,
     LICENSE_MEDIA_TYPE,
     MESSAGES_MEDIA_TYPE,
     MODEL_MEDIA_TYPE,
     PARAMS_MEDIA_TYPE,
     SYSTEM_MEDIA_TYPE,
     TEMPLATE_MEDIA_TYPE,
+    Layer,
     Manifest,
     Store,
 )
@@ -38,10 +40,40 @@ class ModelRef:
 
     @property
     def weights(self) -> Path:
+        """The weights to load; a file linked in place (create --link) is checked first, so a
+        file changed or removed since is a clear error here, never garbage in a runner."""
+        layer = self._weights_layer()
+        try:
+            return link.verified(self.store, layer.digest)
+        except link.StaleLink as exc:
+            raise NotFound(f"model '{self.name}': {exc}") from exc
+
+    @property
+    def weights_path(self) -> Path:
+        """Where the weights blob is, unchecked: for describing the model, not loading it."""
+        return self.store.blob_path(self._weights_layer().digest)
+
+    @property
+    def adapters(self) -> list[Path]:
+        """The LoRA adapters to load, in the manifest's order, checked as `weights` is."""
+        try:
+            return [link.verified(self.store, la.digest) for la in self._adapter_layers()]
+        except link.StaleLink as exc:
+            raise NotFound(f"model '{self.name}': {exc}") from exc
+
+    @property
+    def adapter_paths(self) -> list[Path]:
+        """Where the adapter blobs are, unchecked: for describing the model."""
+        return [self.store.blob_path(la.digest) for la in self._adapter_layers()]
+
+    def _adapter_layers(self) -> list[Layer]:
+        return [la for la in self.manifest.layers if la.media_type == ADAPTER_MEDIA_TYPE]
+
+    def _weights_layer(self) -> Layer:
         layer = self.manifest.layer(MODEL_MEDIA_TYPE)
         if layer is None:
             raise NotFound(f"model '{self.name}' has no weights")
-        return self.store.blob_path(layer.digest)
+        return layer
 
     def _text(self, media_type: str) -> str | None:
         layer = self.manifest.layer(media_type)

@@ -3,8 +3,11 @@
 Every write goes to a temporary name, is hashed and verified, fsynced, then renamed, so a
 file under its final name is always whole. Digests and names are checked before a path is
 built from them. A writer holds a lock on its temporary file for as long as it writes, so a
-temporary whose lock is free was left by a writer that died (kill -9, power loss): the next
-write removes it rather than let such leftovers fill the disk.
+temporary whose lock is free was left by a writer that died (kill -9, power loss). Two kinds
+of temporary: a one-shot write's (`sha256-<hex>-<random>.partial`) is junk once its writer is
+gone, and the next write removes it rather than let such leftovers fill the disk; a download's
+(`sha256-<hex>.partial`, see resumable.py) is kept for the next pull to resume, until its blob
+is whole or it has lain untouched for a week.
 """
 
 from __future__ import annotations
@@ -18,13 +21,18 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from roost.models.downloads import Downloads
 from roost.models.names import Name
+from roost.models.store_errors import Cancelled as Cancelled
+from roost.models.store_errors import DigestMismatch as DigestMismatch
+from roost.models.store_errors import StoreError as StoreError
 
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -34,19 +42,14 @@ PARAMS_MEDIA_TYPE = "application/vnd.ollama.image.params"
 SYSTEM_MEDIA_TYPE = "application/vnd.ollama.image.system"
 LICENSE_MEDIA_TYPE = "application/vnd.ollama.image.license"
 MESSAGES_MEDIA_TYPE = "application/vnd.ollama.image.messages"
+ADAPTER_MEDIA_TYPE = "application/vnd.ollama.image.adapter"  # a LoRA GGUF, applied at load
 
 _DIGEST = re.compile(r"^sha256[-:]([0-9a-f]{64})$")
 _CHUNK = 1 << 20
 _TEMP_SUFFIX = ".partial"
+_RESUMABLE = re.compile(r"^sha256-[0-9a-f]{64}\.partial$")
+RESUMABLE_FOR = 7 * 86400  # seconds an untouched download's partial is kept for a resume
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a quota, a file size limit
-
-
-class StoreError(Exception):
-    """A store operation failed; nothing under a final name was changed."""
-
-
-class DigestMismatch(StoreError):
-    pass
 
 
 class DiskFull(OSError):
@@ -149,6 +152,7 @@ class Store:
         # A manifest's check-then-write and a prune's scan-then-unlink exclude each other, or
         # a prune (a delete elsewhere) could take a blob a manifest being written names.
         self._referencing = threading.Lock()
+        self.downloads = Downloads()  # one download per digest in this process
 
     # -- blobs ---------------------------------------------------------------------------
 
@@ -184,7 +188,41 @@ class Store:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
+        _remove_if_unlocked(final.with_name(final.name + _TEMP_SUFFIX))  # a download's, now moot
         return Layer("", wire_digest(digest), written)
+
+    def write_blob_resumable(
+        self,
+        open_stream: Callable[[int], tuple[Iterable[bytes], int]],
+        digest: str,
+        size: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> Layer:
+        """Download the blob `digest` of `size` bytes, resuming what an earlier try left.
+
+        `open_stream(offset)` returns the source's chunks and the offset they start at (the
+        offset asked for, or 0 when the source sends everything again). Pulls of one digest in
+        this process share one download and its progress (reported at most every 0.1 s); other
+        processes wait on its lock. `progress` may raise to leave (the client went away): the
+        last caller to leave cancels the download, whose bytes stay for the next try
+        (`Cancelled`). A wrong size or digest is DigestMismatch and keeps nothing.
+        """
+        from roost.models import resumable
+
+        final = self.blob_path(digest)
+        if self.has_blob(digest, size):
+            if progress is not None:
+                progress(size)
+            return Layer("", wire_digest(digest), size)
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        what = wire_digest(digest) + f" ({size / 1e6:.1f} MB)"
+
+        def work(report: Callable[[int], None], cancel: threading.Event) -> None:
+            with _no_room_is_disk_full(what, self.blobs):
+                resumable.write(final, open_stream, wire_digest(digest), size, report, cancel)
+
+        self.downloads.run(final.name, work, progress or (lambda _: None))
+        return Layer("", wire_digest(digest), size)
 
     def _locked_temporary(self, prefix: str) -> tuple[int, Path]:
         """A new temporary file, locked; retried if a sweep removed it before the lock was held."""
@@ -196,12 +234,26 @@ class Store:
             os.close(fd)
 
     def sweep_temporaries(self) -> list[Path]:
-        """Remove temporary files no live writer holds (its lock dies with its process)."""
+        """Remove temporary files no live writer holds (its lock dies with its process),
+        except a download's partial that a later pull may still resume."""
         removed = []
         for path in self.blobs.glob("*" + _TEMP_SUFFIX) if self.blobs.is_dir() else ():
+            if self._resumable(path):
+                continue
             if _remove_if_unlocked(path):
                 removed.append(path)
         return removed
+
+    def _resumable(self, path: Path) -> bool:
+        """A download's partial whose blob is still missing and that is not a week stale."""
+        if not _RESUMABLE.match(path.name):
+            return False
+        if (self.blobs / path.name.removesuffix(_TEMP_SUFFIX)).exists():
+            return False
+        try:
+            return time.time() - path.stat().st_mtime < RESUMABLE_FOR
+        except FileNotFoundError:
+            return False
 
     def write_bytes(self, data: bytes, media_type: str) -> Layer:
         """Store small content (a template, parameters, config) and return its layer."""
@@ -370,3 +422,4 @@ def _fsync_dir(path: Path) -> None:
 
 def now() -> datetime:
     return datetime.now(UTC)
+

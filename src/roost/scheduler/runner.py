@@ -38,6 +38,10 @@ class RunnerError(RuntimeError):
         self.status = status
 
 
+class LoadRefused(RunnerError):
+    """llama.cpp refused the model file or could not make its context: retrying will not help."""
+
+
 class RunnerCrashed(RunnerError):
     """The runner died by a signal before it was ready: a CPU kernel the machine cannot run?"""
 
@@ -63,6 +67,7 @@ class RunnerSpec:
     num_gpu: int = 0
     cpu_kernels: str = "all"  # which CPU buffer types may hold weights (scheduler.cpu_kernels)
     load_timeout: float = 300.0  # a runner not ready by then is killed
+    adapters: tuple[Path, ...] = ()  # LoRA GGUFs the runner applies at load
 
 
 class Runner:
@@ -95,6 +100,7 @@ class Runner:
             "--num-ctx", str(spec.num_ctx), "--num-parallel", str(spec.num_parallel),
             "--num-threads", str(spec.num_threads), "--num-gpu", str(spec.num_gpu),
             "--cpu-kernels", spec.cpu_kernels,
+            *[arg for path in spec.adapters for arg in ("--adapter", str(path))],
             # The runner dies with this process (PR_SET_PDEATHSIG follows the spawning thread:
             # spawn only from the event loop's thread, never from a pool).
             "--parent-pid", str(os.getpid()),
@@ -132,7 +138,7 @@ class Runner:
         if msg.get("op") != "ready":
             writer.close()
             await proc.wait()
-            raise RunnerError(msg.get("message", "the model failed to load"))
+            raise LoadRefused(msg.get("message", "the model failed to load"))
         return cls(proc, reader, writer, msg)
 
     @property

@@ -49,6 +49,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-batch", type=int, default=512)
     p.add_argument("--num-gpu", type=int, default=0)
     p.add_argument("--cpu-kernels", choices=cpu_buffers.MODES, default="all")
+    p.add_argument("--adapter", type=Path, action="append", default=[],
+                   help="a LoRA GGUF to apply (repeatable)")
     p.add_argument("--parent-pid", type=int, default=None,
                    help="the server's pid: the runner exits at once if its parent is another")
     return p.parse_args(argv)
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         model = Model(LoadOptions(
             path=args.model, num_ctx=args.num_ctx, num_parallel=args.num_parallel,
             num_threads=args.num_threads, num_batch=args.num_batch, num_gpu=args.num_gpu,
-            cpu_kernels=args.cpu_kernels,
+            cpu_kernels=args.cpu_kernels, adapters=tuple(args.adapter),
         ))
         _injected_fault(args.cpu_kernels)
         model.warm_up()

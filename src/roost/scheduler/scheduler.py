@@ -25,8 +25,9 @@ runner, stopping one) runs in tasks the scheduler keeps, which report back by a 
   error from the runner); a load slower than ROOST_LOAD_TIMEOUT is killed; close() cancels
   every timer and task.
 
-Runners are keyed by weights: a copy, or a model made FROM another with its own system prompt,
-shares the runner, while each name keeps its own keep_alive and can be unloaded alone. Past
+Runners are keyed by weights and LoRA adapters: a copy, or a model made FROM another with its own
+system prompt, shares the runner, while each name keeps its own keep_alive and can be unloaded
+alone; a model with other adapters gets a runner of its own (adapters are set per context). Past
 ROOST_MAX_QUEUE waiting requests, new ones are refused (HTTP 503).
 """
 
@@ -46,11 +47,12 @@ from roost import config
 from roost.durations import parse_duration
 from roost.models.resolve import ModelRef
 from roost.scheduler import cpu_kernels, memory
-from roost.scheduler.runner import Runner, RunnerError, RunnerSpec
+from roost.scheduler.runner import LoadRefused, Runner, RunnerError, RunnerSpec
 
 log = logging.getLogger("roost.scheduler")
 
 RunnerFactory = Callable[[RunnerSpec], Awaitable[Runner]]
+RunnerKey = tuple[Path, tuple[Path, ...]]  # weights and adapters: what one runner can serve
 
 
 class QueueFull(RuntimeError):
@@ -88,6 +90,11 @@ def name_key(ref: ModelRef) -> str:
     return "/".join(ref.name.key)
 
 
+def runner_key(ref: ModelRef) -> RunnerKey:
+    """Weights and adapters, each checked (a linked file that changed is a NotFound)."""
+    return ref.weights, tuple(ref.adapters)
+
+
 @dataclass(eq=False)
 class Slot:
     """One runner's life, from the first request that wants it to the exit of its process."""
@@ -104,6 +111,11 @@ class Slot:
     last_used: float = field(default_factory=time.monotonic)
     ready: asyncio.Future[None] = field(default_factory=lambda: _quiet_future())
     task: asyncio.Task[None] | None = None  # the load, then the stop
+    adapters: tuple[Path, ...] = ()  # LoRA GGUFs applied on this runner
+
+    @property
+    def key(self) -> RunnerKey:
+        return self.weights, self.adapters
 
     @property
     def alive(self) -> bool:
@@ -129,7 +141,7 @@ class Scheduler:
 
     def __init__(self, home: Path | None = None, log: IO[bytes] | None = None,
                  runner_factory: RunnerFactory | None = None) -> None:
-        self._slots: dict[Path, Slot] = {}  # the slot new requests for these weights use
+        self._slots: dict[RunnerKey, Slot] = {}  # the slot new requests for these weights use
         self._leaving: list[Slot] = []  # draining or stopping: still a process, no new requests
         self._queue: list[Slot] = []  # QUEUED slots, first come first admitted
         self._asked: dict[str, _Asked] = {}  # by name, while requests for it are in flight
@@ -241,7 +253,7 @@ class Scheduler:
 
     async def _acquire(self, ref: ModelRef, want: int, asked: _Asked) -> Loaded:
         while True:
-            slot = self._slots.get(ref.weights)
+            slot = self._slots.get(runner_key(ref))
             if slot is not None and slot.state is State.READY:
                 if not slot.alive:
                     self._stop(slot)
@@ -273,7 +285,8 @@ class Scheduler:
             raise
         except RunnerError as exc:
             slot.waiting -= 1
-            raise RunnerError(str(exc), exc.status) from None
+            kind = LoadRefused if isinstance(exc, LoadRefused) else RunnerError  # a copy per waiter
+            raise kind(str(exc), exc.status) from None
         slot.waiting -= 1
 
     def _hold(self, slot: Slot, ref: ModelRef, asked: _Asked) -> Loaded:
@@ -342,9 +355,10 @@ class Scheduler:
     # -- loading ------------------------------------------------------------------------------
 
     def _enqueue(self, ref: ModelRef, want: int) -> Slot:
-        slot = Slot(ref.weights, ref.config, 0, config.num_parallel())
+        weights, adapters = runner_key(ref)
+        slot = Slot(weights, ref.config, 0, config.num_parallel(), adapters=adapters)
         self._grow(slot, want)
-        self._slots[ref.weights] = slot
+        self._slots[slot.key] = slot
         self._queue.append(slot)
         self._admit()
         return slot
@@ -356,7 +370,7 @@ class Scheduler:
     def _replace(self, slot: Slot, ref: ModelRef, want: int) -> Slot:
         """Too small a context: drain this runner, and queue a bigger one behind it."""
         slot.state = State.DRAINING
-        del self._slots[slot.weights]
+        del self._slots[slot.key]
         self._leaving.append(slot)
         if slot.users() == 0:
             self._stop(slot)
@@ -367,7 +381,7 @@ class Scheduler:
         if self._closing:
             return
         for slot in list(self._queue):
-            if any(s.weights == slot.weights for s in self._leaving):
+            if any(s.key == slot.key for s in self._leaving):
                 continue  # its weights' old runner is still draining or stopping
             if not self._make_room(slot.need):
                 break
@@ -402,7 +416,7 @@ class Scheduler:
 
     async def _load(self, slot: Slot) -> None:
         spec = RunnerSpec(slot.weights, slot.num_ctx, slot.num_parallel, config.num_threads(),
-                          load_timeout=config.load_timeout())
+                          load_timeout=config.load_timeout(), adapters=slot.adapters)
         try:
             # Bounds the whole load, CPU-kernel fallbacks included; a cancelled spawn kills its child.
             async with asyncio.timeout(spec.load_timeout):
@@ -434,8 +448,8 @@ class Scheduler:
 
     def _failed(self, slot: Slot, error: RunnerError) -> None:
         slot.state = State.GONE
-        if self._slots.get(slot.weights) is slot:
-            del self._slots[slot.weights]
+        if self._slots.get(slot.key) is slot:
+            del self._slots[slot.key]
         if not slot.ready.done():
             slot.ready.set_exception(error)
         self._admit()
@@ -469,8 +483,8 @@ class Scheduler:
         for loaded in slot.names.values():
             _cancel_timer(loaded)
         slot.names.clear()
-        if self._slots.get(slot.weights) is slot:
-            del self._slots[slot.weights]
+        if self._slots.get(slot.key) is slot:
+            del self._slots[slot.key]
         if slot not in self._leaving:
             self._leaving.append(slot)
         slot.task = self._background(self._finish_stop(slot))

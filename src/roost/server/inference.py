@@ -32,7 +32,7 @@ from roost.core import (
 from roost.durations import parse_duration
 from roost.models.names import InvalidName
 from roost.models.resolve import ModelRef, NotFound, resolve
-from roost.scheduler.runner import Runner, RunnerError
+from roost.scheduler.runner import LoadRefused, Runner, RunnerError
 from roost.scheduler.scheduler import QueueFull, Scheduler
 from roost.server.disconnect import ClientGone
 
@@ -68,6 +68,8 @@ def failure(exc: Exception) -> tuple[int, str, dict[str, str]] | None:
         return 404, str(exc), {}
     if isinstance(exc, QueueFull):
         return 503, str(exc), {"retry-after": "1"}
+    if isinstance(exc, LoadRefused):  # OpenAI's clients would retry a 500 twice, in vain
+        return exc.status, str(exc), {"x-should-retry": "false"}
     if isinstance(exc, RunnerError):
         return exc.status, str(exc), {"retry-after": "1"} if exc.status == 503 else {}
     return None

@@ -1,8 +1,9 @@
 """Continuous batching: every active sequence advances in one llama_decode per step.
 
 Each step puts the last sampled token of every generating sequence into one batch, then
-fills the rest with prompt chunks of sequences still evaluating their prompt (capped while
-others generate, so a long prompt does not freeze their streams). A new sequence takes the
+fills the rest with prompt chunks of sequences still evaluating their prompt: each about
+0.5 s of work (roost.engines.llamacpp.pacing), so a cancel waits at most that long, and
+capped lower while others generate, so a long prompt does not freeze their streams. A new sequence takes the
 free slot whose cached tokens share the longest prefix with its prompt and evaluates only
 the rest, so turn N of a chat costs turn N's new tokens.
 
@@ -25,6 +26,7 @@ import llama_cpp.llama_cpp as ll
 from roost.engines.llamacpp import logprobs, sampler
 from roost.engines.llamacpp.fault import DecodeFault
 from roost.engines.llamacpp.model import Model
+from roost.engines.llamacpp.pacing import PrefillPacer
 from roost.textscan import partial_suffix
 
 # Prompt tokens per step while other sequences are generating (engine.md §1: smaller chunks
@@ -75,6 +77,7 @@ class Batcher:
         self.active: dict[int, Sequence] = {}
         self.batch = ll.llama_batch_init(model.n_batch, 0, 1)
         self.fault = DecodeFault.from_env()  # tests only: injected decode failures
+        self.pacer = PrefillPacer(model.n_batch)  # prompt chunks of about 0.5 s each
 
     # -- requests ------------------------------------------------------------------------
 
@@ -155,7 +158,7 @@ class Batcher:
         """This step's tokens: every generating sequence's last sample, then prompt chunks."""
         generating = [s for s in self.active.values() if not s.pending]
         rows: list[Row] = [(seq, seq.next_token, True) for seq in generating]
-        budget = self.model.n_batch - len(rows)
+        budget = min(self.model.n_batch - len(rows), self.pacer.chunk())
         if generating:
             budget = min(budget, PREFILL_CHUNK_WHILE_DECODING)
         for seq in self.active.values():
@@ -180,8 +183,10 @@ class Batcher:
             chunk = [r for r in todo.popleft() if self.active.get(r[0].id) is r[0]]
             if not chunk:
                 continue
+            started = time.perf_counter()
             rc = self._decode_once(chunk)
             if rc == 0:
+                self.pacer.record(len(chunk), time.perf_counter() - started)
                 events += self._sample_rows(chunk)
             elif rc == 1 and self._evict_idle():
                 todo.appendleft(chunk)

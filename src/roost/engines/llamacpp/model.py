@@ -9,26 +9,42 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import llama_cpp.llama_cpp as ll
 
 from roost.engines.llamacpp import cpu_buffers
 
 _LOG_LEVEL_WARN = 3
+_LOG_LEVEL_ERROR = 4
 _LOG_LEVEL_CONT = 5
+# llama.cpp says why a load failed only in its log: the last errors, for the load's error.
+_errors: deque[str] = deque(maxlen=4)
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 def _log(level: int, text: bytes, _data: ctypes.c_void_p) -> None:
     # llama.cpp logs every tensor at INFO; keep warnings and errors for the server log.
     if _LOG_LEVEL_WARN <= level < _LOG_LEVEL_CONT and text:
-        sys.stderr.write(text.decode("utf-8", errors="replace"))
+        line = text.decode("utf-8", errors="replace")
+        sys.stderr.write(line)
+        if level == _LOG_LEVEL_ERROR and line.strip():
+            _errors.append(line.strip())
 
 
 class LoadError(RuntimeError):
     pass
+
+
+def _load_failure(name: str) -> LoadError:
+    """The reason llama.cpp logged ("error loading model: ..."), without its function names."""
+    reasons = [line.rsplit("error loading model: ", 1)[-1] for line in _errors
+               if "error loading model" in line] or [line.split(": ", 1)[-1] for line in _errors]
+    reason = reasons[-1] if reasons else "no reason given"
+    return LoadError(f"llama.cpp could not load {name}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,7 @@ class LoadOptions:
     num_gpu: int = 0  # Ollama's num_gpu: layers to offload (-1 means all)
     embedding: bool = False
     cpu_kernels: str = "all"  # cpu_buffers.MODES: which CPU buffer types may hold weights
+    adapters: tuple[Path, ...] = ()  # LoRA GGUFs applied to the context, each at scale 1
 
 
 class Model:
@@ -52,9 +69,10 @@ class Model:
         place = cpu_buffers.placement(opts.cpu_kernels, opts.path)
         place.apply(mparams)
         self.repacked = place.repacked
+        _errors.clear()
         self.model = ll.llama_model_load_from_file(str(opts.path).encode(), mparams)
         if not self.model:
-            raise LoadError(f"llama.cpp could not load {opts.path.name}")
+            raise _load_failure(opts.path.name)
         self.vocab = ll.llama_model_get_vocab(self.model)
         n_parallel = max(1, min(opts.num_parallel, ll.llama_max_parallel_sequences()))
         cparams = ll.llama_context_default_params()
@@ -74,6 +92,8 @@ class Model:
         if not self.ctx:
             ll.llama_model_free(self.model)
             raise LoadError("llama.cpp could not create a context (out of memory?)")
+        self.adapters: list[Any] = []  # llama_adapter_lora pointers, set on self.ctx
+        self._apply_adapters(opts.adapters)
         self.memory = ll.llama_get_memory(self.ctx)
         self.n_ctx = ll.llama_n_ctx(self.ctx)
         self.n_seq = ll.llama_n_seq_max(self.ctx)
@@ -85,6 +105,25 @@ class Model:
         self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
         self.bos = ll.llama_vocab_bos(self.vocab)
         self._piece_buf = ctypes.create_string_buffer(256)
+
+    def _apply_adapters(self, paths: tuple[Path, ...]) -> None:
+        """Load each LoRA and set them all on the context; llama.cpp frees them with the model."""
+        if not paths:
+            return
+        loaded = []
+        for path in paths:
+            adapter = ll.llama_adapter_lora_init(self.model, str(path).encode())
+            if not adapter:
+                self.close()
+                raise LoadError(f"llama.cpp could not apply the adapter {path.name} "
+                                "(not a LoRA for this model?)")
+            loaded.append(adapter)
+        adapters = (ll.llama_adapter_lora_p_ctypes * len(loaded))(*loaded)
+        scales = (ctypes.c_float * len(loaded))(*([1.0] * len(loaded)))
+        if ll.llama_set_adapters_lora(self.ctx, adapters, len(loaded), scales) != 0:
+            self.close()
+            raise LoadError("llama.cpp could not set the LoRA adapters on the context")
+        self.adapters = loaded
 
     def warm_up(self) -> None:
         """Decode a short prompt and one more token, then forget them.

@@ -1,0 +1,36 @@
+"""How many prompt tokens one decode step may take, so that a step lasts about half a second.
+
+A hang-up or a cancel is read between decode steps: a llama_decode in flight cannot be
+interrupted. With fixed chunks of n_batch (512) tokens a step took ~2 s on a 2-core machine
+and up to 18 s on a loaded one, so a departed client's prompt ran on that long. The pacer
+measures the prefill rate from steps that carried a real prompt chunk and sizes the next
+chunk to STEP_SECONDS of it, which keeps every step short on a slow machine and costs a fast
+one nothing: there the cap (n_batch) is reached first.
+"""
+
+from __future__ import annotations
+
+STEP_SECONDS = 0.5  # the target length of one prompt step
+MIN_CHUNK = 32  # below this the per-step overhead starts to cost prefill speed
+MEASURE_FROM = 32  # steps with fewer prompt tokens say more about overhead than about rate
+SMOOTHING = 0.3  # weight of the newest measurement in the running rate
+
+
+class PrefillPacer:
+    def __init__(self, cap: int, first_chunk: int = 128) -> None:
+        self.cap = cap
+        self.rate: float | None = None  # prompt tokens per second, smoothed
+        self.first_chunk = min(first_chunk, cap)
+
+    def chunk(self) -> int:
+        """The prompt tokens the next step may carry."""
+        if self.rate is None:
+            return self.first_chunk
+        return max(MIN_CHUNK, min(self.cap, int(self.rate * STEP_SECONDS)))
+
+    def record(self, tokens: int, seconds: float) -> None:
+        """One successful decode of `tokens` rows, most of them prompt tokens."""
+        if tokens < MEASURE_FROM or seconds <= 0:
+            return
+        rate = tokens / seconds
+        self.rate = rate if self.rate is None else (1 - SMOOTHING) * self.rate + SMOOTHING * rate
