@@ -7,6 +7,7 @@ qwen2.5-coder:0.5b from the installed part packages, the store real files.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import subprocess
@@ -15,9 +16,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx2 as httpx
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support import FakeServer
 
 MODEL = "qwen2.5-coder:0.5b"
 
@@ -93,6 +98,28 @@ def pulled(server: Server) -> Server:
         assert r.status_code == 200, r.text
         assert r.json() == {"status": "success"}
     return server
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
+    """A server of the module's own whose runner is the scripted fake (tests/support/
+    fake_runner.py), for what no small model shows reliably: tool calls, thinking."""
+    from tests.support import start_fake_server
+
+    srv = start_fake_server(tmp_path_factory.mktemp("fake-runner"))
+    try:
+        yield srv
+    finally:
+        stop_server(srv.server)
+
+
+def upload_blob(server: Server, path: Path) -> str:
+    """POST a file to /api/blobs; its digest."""
+    data = path.read_bytes()
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    with server.client() as c:
+        assert c.post(f"/api/blobs/{digest}", content=data).status_code == 201
+    return digest
 
 
 @contextlib.contextmanager

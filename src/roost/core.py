@@ -66,6 +66,8 @@ class CoreRequest:
     format: Any = None  # "json" or a JSON schema; the runner turns it into a grammar
     keep_alive: float | None = None  # seconds; None: the server default; < 0: forever
     logprobs: int | None = None  # None: none; N >= 0: each token's, and N alternatives
+    grammar: str | None = None  # raw GBNF the output must match (instead of `format`)
+    truncate: bool = True  # a prompt longer than the context keeps its end; False: refuse it
 
 
 @dataclass
@@ -87,6 +89,11 @@ class Turn:
     logprobs: bool | None = None
     top_logprobs: int | None = None
     history: bool = False  # the Modelfile's MESSAGE layers start the conversation (chat)
+    suffix: str | None = None  # fill in the middle: the text after the answer (insert capability)
+    context: list[int] | None = None  # generate: the tokens of an earlier exchange to continue
+    return_context: bool = False  # generate: the Done carries prompt + answer as tokens
+    truncate: bool = True  # too long for the context: drop the oldest turns, then the start
+    grammar: str | None = None  # raw GBNF
 
 
 @dataclass
@@ -109,6 +116,8 @@ class Done:
     eval_ns: int = 0
     load_ns: int = 0
     context: list[int] = field(default_factory=list)
+    truncated: int = 0  # prompt tokens left out to fit the context
+    stop_sequence: str | None = None  # the request's stop string that ended it, if one did
 
 
 # Every option name Ollama's API accepts. Those without meaning here (GPU placement, mmap,

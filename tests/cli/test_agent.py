@@ -15,35 +15,23 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
-import pytest
 
 from roost.cli import agent_tools
 from roost.cli.agent import DENIED, describe
-from tests.conftest import MODEL, Server, stop_server
+from tests.conftest import MODEL, Server
 from tests.support import (
     THINKING_MODEL,
     TOOLS_MODEL,
     FakeServer,
     search_server,
-    start_fake_server,
     tool_call,
     tool_results,
 )
 
 ROOST = [sys.executable, "-m", "roost"]
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
-    srv = start_fake_server(tmp_path_factory.mktemp("fake-agent"))
-    try:
-        yield srv
-    finally:
-        stop_server(srv.server)
 
 
 def shell(command: str) -> list[str]:

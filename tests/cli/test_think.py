@@ -9,26 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pexpect
-import pytest
 
-from tests.conftest import stop_server
-from tests.support import THINKING_MODEL, TOOLS_MODEL, FakeServer, start_fake_server
+from tests.support import THINKING_MODEL, TOOLS_MODEL, FakeServer
 
 ROOST = [sys.executable, "-m", "roost"]
 THOUGHT = ["<think>", "Let me think", " about it.", "</think>", "\n\n", "The answer is 4."]
 PLAIN = "Thinking...\nLet me think about it.\n...done thinking.\n\nThe answer is 4.\n"
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeServer]:
-    srv = start_fake_server(tmp_path_factory.mktemp("fake-think"))
-    try:
-        yield srv
-    finally:
-        stop_server(srv.server)
 
 
 def roost(fake: FakeServer, *args: str) -> subprocess.CompletedProcess[str]:

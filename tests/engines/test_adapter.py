@@ -8,7 +8,6 @@ which also shows that models with different adapters do not share a runner).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from roost.models import gguf_meta
 from roost.models.resolve import resolve
 from roost.models.store import ADAPTER_MEDIA_TYPE, Store
-from tests.conftest import MODEL, Server, greedy, own_pulled_server
+from tests.conftest import MODEL, Server, greedy, own_pulled_server, upload_blob
 from tests.support.runner_procs import runner_pids
 
 TARGETS = tuple(f"blk.{i}.attn_v.weight" for i in range(4))
@@ -60,14 +59,6 @@ def write_lora(path: Path, shapes: dict[str, tuple[int, ...]], *, b_scale: float
     return path
 
 
-def upload(server: Server, path: Path) -> str:
-    data = path.read_bytes()
-    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-    with server.client() as c:
-        assert c.post(f"/api/blobs/{digest}", content=data).status_code == 201
-    return digest
-
-
 def create(server: Server, name: str, digest: str) -> tuple[int, str]:
     with server.client() as c:
         r = c.post("/api/create", json={"model": name, "from": MODEL, "stream": False,
@@ -86,8 +77,8 @@ def answer(server: Server, name: str) -> str:
 
 def test_a_lora_is_stored_as_a_layer_and_applied_at_load(srv: Server, shapes: dict[str, tuple[int, ...]],
                                                          tmp_path: Path) -> None:
-    zero = upload(srv, write_lora(tmp_path / "zero.gguf", shapes))
-    strong = upload(srv, write_lora(tmp_path / "strong.gguf", shapes, b_scale=1.0))
+    zero = upload_blob(srv, write_lora(tmp_path / "zero.gguf", shapes))
+    strong = upload_blob(srv, write_lora(tmp_path / "strong.gguf", shapes, b_scale=1.0))
     assert create(srv, "lora-zero:1", zero) == (200, "")
     assert create(srv, "lora-strong:1", strong) == (200, "")
     manifest = resolve(Store(srv.home), "lora-zero:1").manifest
@@ -131,7 +122,7 @@ def test_an_adapter_that_cannot_apply_is_a_400(srv: Server, shapes: dict[str, tu
                    targets=("blk.99.attn_v.weight",))
     elif kind == "garbage":
         path.write_bytes(b"not a gguf at all")
-    digest = "sha256:" + "0" * 64 if kind == "missing" else upload(srv, path)
+    digest = "sha256:" + "0" * 64 if kind == "missing" else upload_blob(srv, path)
     status, error = create(srv, f"bad-{kind}:1", digest)
     assert status == 400 and words in error, error
     with srv.client() as c:

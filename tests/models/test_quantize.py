@@ -7,7 +7,6 @@ done is a 400; a client that leaves stops the quantizer and leaves nothing behin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import time
@@ -21,7 +20,7 @@ import pytest
 from roost.models import gguf_meta, quantize
 from roost.models.resolve import resolve
 from roost.models.store import Store
-from tests.conftest import MODEL, Server, greedy, own_pulled_server
+from tests.conftest import MODEL, Server, greedy, own_pulled_server, upload_blob
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +66,6 @@ def write_tiny_f16(path: Path, n_embd: int = 64, n_vocab: int = 96, n_ff: int = 
     return path
 
 
-def upload(server: Server, path: Path) -> str:
-    data = path.read_bytes()
-    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-    with server.client() as c:
-        assert c.post(f"/api/blobs/{digest}", content=data).status_code == 201
-    return digest
-
-
 def create_events(server: Server, body: dict[str, object]) -> list[dict[str, object]]:
     with server.client(timeout=600) as c, c.stream("POST", "/api/create", json=body) as r:
         assert r.status_code == 200
@@ -99,7 +90,7 @@ def test_type_names_and_sources() -> None:
 
 
 def test_a_small_f16_gguf_becomes_q8_0(srv: Server, tmp_path: Path) -> None:
-    digest = upload(srv, write_tiny_f16(tmp_path / "tiny.gguf"))
+    digest = upload_blob(srv, write_tiny_f16(tmp_path / "tiny.gguf"))
     events = create_events(srv, {"model": "tiny:q8", "files": {"tiny.gguf": digest},
                                  "quantize": "q8_0"})
     assert events[-1] == {"status": "success"}, events

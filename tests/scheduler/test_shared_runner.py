@@ -37,7 +37,9 @@ def test_a_copy_and_a_variant_share_the_runner_and_unload_alone(pulled: Server) 
                                               "options": greedy(4)})
             assert r.status_code == 200 and runner_pids(pulled) == pids
             c.post("/api/generate", json={"model": MODEL, "keep_alive": 0})
-            assert runner_pids(pulled) == [] and loaded_names(pulled) == set()
+            # The server is shared with other modules' tests: only this runner must be gone.
+            assert pids[0] not in runner_pids(pulled)
+            assert not {MODEL, "shared-copy:1", "shared-variant:1"} & loaded_names(pulled)
         finally:
             c.request("DELETE", "/api/delete", json={"model": "shared-copy:1"})
             c.request("DELETE", "/api/delete", json={"model": "shared-variant:1"})

@@ -53,7 +53,7 @@ MAX_TOKENS = 4
 # Routes whose cases name the real model half the time, so they reach a runner.
 _MODEL_ROUTES = ("/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show",
                  "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models/start",
-                 "/v1/models/stop")
+                 "/v1/models/stop", "/v1/messages")
 _LOAD_OPTIONS = ("num_ctx", "num_batch", "num_thread", "num_gpu", "main_gpu")
 
 
@@ -110,7 +110,8 @@ def tame(case: Any, n: int, run: Run) -> None:
         case.path_parameters = {"model": COPY}
     if body is None:
         return
-    generates = path in ("/api/generate", "/api/chat", "/v1/chat/completions", "/v1/completions")
+    generates = path in ("/api/generate", "/api/chat", "/v1/chat/completions", "/v1/completions",
+                         "/v1/messages")
     _options(body, "options", generates)
     _options(body, "parameters", False)
     for name in _LOAD_OPTIONS + ("ctx_len",):

@@ -15,6 +15,8 @@ from tests.conftest import Server
 def _error_schema(path: str, method: str) -> str:
     if path.startswith(CORTEX_PREFIXES):
         return "CortexError"
+    if path.startswith("/v1/messages"):
+        return "AnthropicError"
     if path.startswith("/v1/"):
         return "OpenAIError"
     return "ErrorResponse"

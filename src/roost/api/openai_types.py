@@ -50,6 +50,10 @@ class ResponseFormat(_Wire):
 Stop = str | list[str]
 
 
+class Reasoning(_Wire):
+    effort: str | None = None
+
+
 class ChatCompletionRequest(_Wire):
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
@@ -69,6 +73,11 @@ class ChatCompletionRequest(_Wire):
     tool_choice: str | dict[str, Any] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    reasoning_effort: str | None = Field(default=None, description="none, minimal, low, medium, "
+                                         "high, xhigh or max: the model's think level")
+    reasoning: Reasoning | None = None
+    # roost extensions
+    grammar: str | None = Field(default=None, description="raw GBNF the answer must match")
 
 
 class CompletionRequest(_Wire):
@@ -78,7 +87,8 @@ class CompletionRequest(_Wire):
     stream_options: StreamOptions | None = None
     temperature: float | None = None
     top_p: float | None = None
-    max_tokens: int | None = Field(default=16, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0, description="unlimited when not given "
+                                   "(as Ollama; OpenAI's own default is 16)")
     stop: Stop | None = None
     seed: int | None = None
     frequency_penalty: float | None = None
@@ -86,6 +96,8 @@ class CompletionRequest(_Wire):
     suffix: str | None = None
     n: int | None = None
     logprobs: int | None = Field(default=None, description="alternatives per token (0-20)")
+    # roost extensions
+    grammar: str | None = Field(default=None, description="raw GBNF the answer must match")
 
 
 class EmbeddingRequest(_Wire):

@@ -36,6 +36,12 @@ class GenerateRequest(_Wire):
     think: Think | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    truncate: bool | None = Field(default=None, description="a prompt longer than the context "
+                                  "keeps its end (default); false: refuse it with 400")
+    shift: bool | None = Field(default=None, description="accepted; Roost ends an answer that "
+                               "fills the context with done_reason length instead of shifting")
+    # roost extensions
+    grammar: str | None = Field(default=None, description="raw GBNF the answer must match")
 
 
 class ToolCallFunction(_Wire):
@@ -44,6 +50,7 @@ class ToolCallFunction(_Wire):
 
 
 class ToolCall(_Wire):
+    id: str | None = None
     function: ToolCallFunction
 
 
@@ -67,6 +74,11 @@ class ChatRequest(_Wire):
     think: Think | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    truncate: bool | None = Field(default=None, description="a conversation longer than the "
+                                  "context loses its oldest turns (default); false: 400")
+    shift: bool | None = Field(default=None, description="accepted; see GenerateRequest.shift")
+    # roost extensions
+    grammar: str | None = Field(default=None, description="raw GBNF the answer must match")
 
 
 class EmbedRequest(_Wire):

@@ -38,11 +38,39 @@ def build(weights: Path) -> tuple[dict[str, Any], str | None]:
         "bos_token": meta.token_text("tokenizer.ggml.bos_token_id", tokens),
         "eos_token": meta.token_text("tokenizer.ggml.eos_token_id", tokens),
         "capabilities": capabilities,
+        **({"fim": fim} if (fim := fim_tokens(meta, tokens)) and not embedding_only else {}),
         "model_info": {"general.parameter_count": meta.n_params, **meta.kv},
         "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": []},
     }
     return config, template if isinstance(template, str) else None
+
+
+# Fill-in-the-middle token texts as the code models' vocabularies spell them (prefix, suffix,
+# middle), with the spacing their training put around them; the first a vocabulary holds wins.
+FIM_STYLES = (
+    ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),  # Qwen2.5-Coder, StarCoder2 chat
+    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),  # StarCoder, SantaCoder
+    ("<fim-prefix>", "<fim-suffix>", "<fim-middle>"),
+    ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),  # DeepSeek-Coder
+    ("<PRE>", "<SUF>", "<MID>"),  # Code Llama
+)
+_FIM_KEYS = ("tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id",
+             "tokenizer.ggml.fim_mid_token_id")
+
+
+def fim_tokens(meta: gguf_meta.GGUFMeta, tokens: list[str] | None) -> list[str] | None:
+    """The model's fill-in-the-middle markers (Ollama's `insert` capability), from the GGUF's
+    fim token ids when it names them, else from the marker texts its vocabulary holds."""
+    named = [meta.token_text(key, tokens) for key in _FIM_KEYS]
+    if all(named):
+        return named
+    vocab = set(tokens or [])
+    for style in FIM_STYLES:
+        if all(t in vocab for t in style):
+            pre, suf, mid = style
+            return [pre + " ", " " + suf, " " + mid] if pre == "<PRE>" else list(style)
+    return None
 
 
 def encode(config: dict[str, Any]) -> bytes:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from roost.models.durable import fsync_dir
 from roost.models.store import Store, StoreError, parse_digest, wire_digest
 
 HARD = "hardlink"
@@ -73,7 +74,7 @@ def link(store: Store, digest: str, source: Path) -> str:
     if _identity(os.stat(final)) != _identity(before):
         final.unlink(missing_ok=True)
         raise LinkError(f"{source} changed while it was being linked")
-    _fsync_dir(store.blobs)
+    fsync_dir(store.blobs)
     return kind
 
 
@@ -190,12 +191,4 @@ def _write_record(store: Store, digest: str, record: Record) -> None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StoreError(f"the disk is full: cannot record the link of {record.path}") from exc
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)

@@ -114,6 +114,8 @@ class ModelRef:
         """As Ollama: tools and thinking follow from the template the model is prompted with,
         so a Modelfile's TEMPLATE can give them (or take them away)."""
         caps = list(self.config.get("capabilities") or ["completion"])
+        if self.config.get("fim") and "insert" not in caps:  # fill-in-the-middle tokens
+            caps.append("insert")
         if self.template is None:
             return caps
         caps = [c for c in caps if c not in ("tools", "thinking")]

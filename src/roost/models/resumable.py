@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from roost.models.durable import fsync_dir
 from roost.models.store_errors import Cancelled, DigestMismatch, StoreError
 
 OpenStream = Callable[[int], tuple[Iterable[bytes], int]]
@@ -56,7 +57,7 @@ def write(final: Path, open_stream: OpenStream, digest: str, size: int,
                                                                 errno.EFBIG):
                 partial.unlink(missing_ok=True)  # wrong bytes, or no room: nothing to resume
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     finally:
         os.close(fd)
 
@@ -185,11 +186,3 @@ def _restart(fd: int) -> tuple[int, hashlib._Hash]:
 
 def _matches(hasher: hashlib._Hash, digest: str) -> bool:
     return f"sha256:{hasher.hexdigest()}" == digest.replace("sha256-", "sha256:", 1)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.models.downloads import Downloads
+from roost.models.durable import fsync_dir
 from roost.models.names import Name
 from roost.models.store_errors import Cancelled as Cancelled
 from roost.models.store_errors import DigestMismatch as DigestMismatch
@@ -184,7 +185,7 @@ class Store:
                     os.fsync(out.fileno())
                     _check_written(digest, size, written, actual)
                     os.replace(tmp, final)  # still locked: no sweep can take it for a leftover
-                _fsync_dir(self.blobs)
+                fsync_dir(self.blobs)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
@@ -406,20 +407,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp_name, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def now() -> datetime:
     return datetime.now(UTC)
-

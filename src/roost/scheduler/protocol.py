@@ -1,14 +1,15 @@
 """The runner protocol: newline-delimited JSON messages over one local socket.
 
 Server to runner: `complete {id, prompt, options, format, num_ctx, logprobs}`, `cancel {id}`
-(of a completion or an embedding batch), `tokenize {id, text}`,
-`embed {id, texts, truncate, dimensions, num_ctx}`.
+(of a completion or an embedding batch), `tokenize {id, text, add_special, parse_special,
+pieces}`, `detokenize {id, tokens, special}`, `embed {id, texts, truncate, dimensions, num_ctx}`.
 Runner to server: `hello {extra_buffer_types, cpu_features}` before loading, `ready {n_ctx,
 n_parallel, size, load_ns}` or `load_error {message}` once, then `piece {id, text}`,
-`done {id, reason, counts, timings}`, `error {id, message, status}`, `tokens {id, tokens}`,
-`embeddings {id, embeddings, more, prompt_tokens}`. A batch of embeddings comes as several
-`embeddings` messages, in order, each with part of the vectors; all but the last say
-`more: true` (a message without `more` is the last), so no message grows with the batch.
+`done {id, reason, counts, timings}`, `error {id, message, status}`, `tokens {id, tokens,
+pieces?}`, `text {id, text}`, `embeddings {id, embeddings, more, prompt_tokens}`. A batch of
+embeddings comes as several `embeddings` messages, in order, each with part of the vectors;
+all but the last say `more: true` (a message without `more` is the last), so no message grows
+with the batch.
 Every message after loading carries the request id, so many streams share the one socket.
 """
 

@@ -163,7 +163,7 @@ class Runner:
             self._send({
                 "op": "complete", "id": rid, "prompt": req.prompt,
                 "options": req.sampling.to_json(), "format": req.format, "num_ctx": req.num_ctx,
-                "logprobs": req.logprobs,
+                "logprobs": req.logprobs, "grammar": req.grammar, "truncate": req.truncate,
             })
             while True:
                 msg = await queue.get()
@@ -176,7 +176,8 @@ class Runner:
                         reason=msg["reason"], prompt_tokens=msg["prompt_tokens"],
                         prompt_eval_count=msg["prompt_eval_count"],
                         prompt_eval_ns=msg["prompt_eval_ns"], eval_count=msg["eval_count"],
-                        eval_ns=msg["eval_ns"],
+                        eval_ns=msg["eval_ns"], stop_sequence=msg.get("stop_sequence"),
+                        truncated=int(msg.get("truncated", 0)),
                     )
                     return
                 else:
@@ -189,9 +190,24 @@ class Runner:
                 with contextlib.suppress(Exception):
                     self._send({"op": "cancel", "id": rid})
 
-    async def tokenize(self, text: str) -> list[int]:
-        answer = await self._call({"op": "tokenize", "text": text}, "tokens")
-        return list(answer[-1]["tokens"])
+    async def tokenize(self, text: str, add_special: bool = True,
+                       parse_special: bool = True) -> list[int]:
+        """The model's own tokens for `text`, as a prompt gets them by default."""
+        tokens, _ = await self.tokenize_pieces(text, add_special, parse_special, pieces=False)
+        return tokens
+
+    async def tokenize_pieces(self, text: str, add_special: bool, parse_special: bool,
+                              pieces: bool = True) -> tuple[list[int], list[str | list[int]]]:
+        """Tokens and, if asked, each one's text (its bytes where they are not whole UTF-8)."""
+        answer = await self._call({"op": "tokenize", "text": text, "add_special": add_special,
+                                   "parse_special": parse_special, "pieces": pieces}, "tokens")
+        return list(answer[-1]["tokens"]), list(answer[-1].get("pieces") or [])
+
+    async def detokenize(self, tokens: list[int], special: bool = True) -> str:
+        """Tokens back to text; an id outside the vocabulary is a RunnerError with status 400."""
+        answer = await self._call({"op": "detokenize", "tokens": tokens, "special": special},
+                                  "text")
+        return str(answer[-1]["text"])
 
     async def embed(self, texts: list[str], truncate: bool, dimensions: int | None,
                     num_ctx: int | None = None) -> tuple[list[list[float]], int]:

@@ -200,6 +200,7 @@ class _Requests:
             return []
         jobs = {"complete": (self.prepare_lane, self._prepare),
                 "tokenize": (self.prepare_lane, self._tokenize),
+                "detokenize": (self.prepare_lane, self._detokenize),
                 "embed": (self.embed_lane, self._embed)}
         if op not in jobs:
             return [{"op": "error", "id": rid, "message": f"unknown op {op!r}"}]
@@ -258,13 +259,28 @@ class _Requests:
 
     def _prepare(self, msg: Event) -> None:
         seq = self.batcher.prepare(msg["id"], msg["prompt"], msg.get("options") or {},
-                                   msg.get("format"), msg.get("num_ctx"), msg.get("logprobs"))
+                                   msg.get("format"), msg.get("num_ctx"), msg.get("logprobs"),
+                                   msg.get("grammar"), bool(msg.get("truncate", False)))
         self.mailbox.post((msg["id"], lambda: self._enqueue(msg["id"], seq)))
 
     def _tokenize(self, msg: Event) -> None:
-        tokens = self.model.tokenize(msg["text"])
-        self.mailbox.post(protocol.encode([{"op": "tokens", "id": msg["id"], "tokens": tokens}]))
+        tokens = self.model.tokenize(msg["text"], bool(msg.get("add_special", True)),
+                                     bool(msg.get("parse_special", True)))
+        answer: Event = {"op": "tokens", "id": msg["id"], "tokens": tokens}
+        if msg.get("pieces"):  # a piece that is not whole UTF-8 goes as its bytes
+            answer["pieces"] = [_text_or_bytes(p) for p in self.model.pieces(tokens)]
+        self.mailbox.post(protocol.encode([answer]))
         self.mailbox.post((msg["id"], lambda: self._finished(msg["id"])))
+
+    def _detokenize(self, msg: Event) -> None:
+        rid = msg["id"]
+        try:
+            data = self.model.detokenize(list(msg["tokens"]), bool(msg.get("special", True)))
+            answer = {"op": "text", "id": rid, "text": data.decode("utf-8", errors="replace")}
+        except ValueError as exc:  # an id outside the vocabulary: the client's error
+            answer = {"op": "error", "id": rid, "message": str(exc), "status": 400}
+        self.mailbox.post(protocol.encode([answer]))
+        self.mailbox.post((rid, lambda: self._finished(rid)))
 
     def _embed(self, msg: Event) -> None:
         rid = msg["id"]
@@ -316,6 +332,14 @@ class _Requests:
         if stopped and self._embedder is not None:
             self._embedder.close()
         return stopped
+
+
+def _text_or_bytes(data: bytes) -> str | list[int]:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(data)
+
 
 if __name__ == "__main__":
     sys.exit(main())

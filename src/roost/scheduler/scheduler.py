@@ -149,6 +149,7 @@ class Scheduler:
         self._pending = 0
         self._closing = False
         self._log = log
+        self.runner_crashes = 0  # runners that died while loaded (/metrics)
         home = home or config.home()
         self._factory = runner_factory or (
             lambda spec: cpu_kernels.spawn(spec, home, lambda s: Runner.spawn(s, self._log)))
@@ -471,6 +472,7 @@ class Scheduler:
         if slot.state in (State.READY, State.DRAINING):
             log.warning("the model runner for %s stopped unexpectedly (pid %s)",
                         slot.weights.name, getattr(slot.runner, "pid", "?"))
+            self.runner_crashes += 1
             self._stop(slot)
 
     # -- stopping -----------------------------------------------------------------------------

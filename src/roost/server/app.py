@@ -15,7 +15,7 @@ from typing import IO
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from roost import __version__, config
@@ -23,14 +23,19 @@ from roost.chat import sandbox
 from roost.models.store import Store
 from roost.scheduler.scheduler import Scheduler
 from roost.server import (
+    anthropic,
     cortex,
     cortex_engines,
     cortex_models,
+    metrics,
     ollama,
     ollama_models,
     openai,
+    openai_responses,
     presets,
     registry,
+    tokenize,
+    web,
 )
 from roost.server.body import BodyLimits
 from roost.server.drain import Drain, DrainGuard
@@ -81,18 +86,19 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(request.url.path, exc.status_code, str(exc.detail), exc.headers)
 
-    @app.api_route("/", methods=["GET", "HEAD"], response_class=PlainTextResponse)
-    async def root_status() -> str:
-        return "Roost is running"
-
     app.include_router(ollama.router)
     app.include_router(ollama_models.router)
     app.include_router(openai.router)
+    app.include_router(openai_responses.router)
+    app.include_router(anthropic.router)
     app.include_router(registry.router)
     app.include_router(cortex.router)
     app.include_router(cortex_engines.router)
     app.include_router(presets.router)
     app.include_router(cortex_models.router)
+    app.include_router(tokenize.router)
+    app.include_router(web.router)  # `/`: the status line, or the chat page for a browser
+    metrics.install(app)  # last: its middleware counts every answer
     return app
 
 
@@ -101,6 +107,8 @@ def _error(path: str, status: int, message: str,
     """Each dialect's error shape: Cortex's routes, OpenAI's /v1, and Ollama's everywhere else."""
     if path.startswith(cortex.PREFIXES):
         return JSONResponse({"message": message}, status_code=status, headers=headers)
+    if path.startswith(anthropic.PATH):
+        return anthropic.error(status, message, headers=headers)
     if path.startswith("/v1/"):
         return openai.error(status, message, headers=headers)
     return JSONResponse({"error": message}, status_code=status, headers=headers)

@@ -21,7 +21,7 @@ from roost.chat.parse import Parsed
 from roost.core import Done, OptionError, Turn, check_options
 from roost.engines import remote
 from roost.models.names import InvalidName, Name
-from roost.models.resolve import ModelRef
+from roost.models.resolve import ModelRef, NotFound
 from roost.scheduler.runner import Runner, RunnerError
 from roost.server.inference import (
     BadRequest,
@@ -72,20 +72,38 @@ class LocalEngine(Engine):
         self.request = request
 
     async def start(self, turn: Turn) -> Answer:
-        ref = resolve_model(self.request, turn.model)
+        try:
+            ref = resolve_model(self.request, turn.model)
+        except NotFound as exc:  # Ollama's words for a model to generate with
+            raise NotFound(f"{exc}, try pulling it first") from exc
+        if turn.suffix and "insert" not in ref.capabilities:
+            raise BadRequest(f'"{turn.model}" does not support insert')
         scheduler(self.request).check_queue()  # a full queue refuses before the template renders
         req = build_request(ref, "", turn.options, turn.keep_alive, turn.format, turn.defaults,
-                            logprobs=turn.logprobs, top_logprobs=turn.top_logprobs)
-        req.prompt = turn.prompt if turn.raw else await render_chat(
-            ref, _messages(turn), tools=turn.tools, template=turn.template, think=turn.think,
-            history=turn.history)
+                            logprobs=turn.logprobs, top_logprobs=turn.top_logprobs,
+                            grammar=turn.grammar, truncate=turn.truncate)
+        if turn.suffix:
+            req.prompt = fill_in_middle(ref, turn.prompt, turn.suffix)
+        elif turn.raw:
+            req.prompt = turn.prompt
+        else:
+            req.prompt = await render_chat(
+                ref, _messages(turn), tools=turn.tools, template=turn.template,
+                think=turn.think, history=turn.history and turn.context is None)
         fit = None
-        if turn.messages is not None and len(turn.messages) > 1:
+        if turn.truncate and turn.messages is not None and len(turn.messages) > 1:
             async def fit(runner: Runner, limit: int) -> str:
                 return await _fit(runner, limit, ref, turn, req.prompt)
 
         parser = output_parser(ref, req.prompt, turn.tools, turn.think)
-        return parsed(generate(scheduler(self.request), ref, req, fit), parser)
+        return parsed(generate(scheduler(self.request), ref, req, fit, turn.context,
+                               turn.return_context), parser)
+
+
+def fill_in_middle(ref: ModelRef, prefix: str, suffix: str) -> str:
+    """The model's own fill-in-the-middle tokens around the text before and after the gap."""
+    pre, suf, mid = ref.config["fim"]
+    return f"{pre}{prefix}{suf}{suffix}{mid}"
 
 class RemoteEngine(Engine):
     def __init__(self, record: EngineRecord, model: str, key: str) -> None:

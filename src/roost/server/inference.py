@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import secrets
+import string
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -34,6 +36,8 @@ from roost.models.names import InvalidName
 from roost.models.resolve import ModelRef, NotFound, resolve
 from roost.scheduler.runner import LoadRefused, Runner, RunnerError
 from roost.scheduler.scheduler import QueueFull, Scheduler
+from roost.server import grammar as gbnf
+from roost.server import metrics
 from roost.server.disconnect import ClientGone
 
 log = logging.getLogger("roost.server")
@@ -104,7 +108,8 @@ def keep_alive_seconds(value: Any) -> float | None:
 
 def build_request(ref: ModelRef, prompt: str, options: dict[str, Any] | None,
                   keep_alive: Any, fmt: Any, defaults: dict[str, Any] | None = None,
-                  logprobs: bool | None = None, top_logprobs: int | None = None) -> CoreRequest:
+                  logprobs: bool | None = None, top_logprobs: int | None = None,
+                  grammar: str | None = None, truncate: bool = True) -> CoreRequest:
     """Layer the options: dialect defaults, then the model's parameters, then the request's."""
     options = options or {}
     try:
@@ -123,7 +128,22 @@ def build_request(ref: ModelRef, prompt: str, options: dict[str, Any] | None,
         format=format_of(fmt),
         keep_alive=keep_alive_seconds(keep_alive),
         logprobs=_logprobs(logprobs, top_logprobs),
+        grammar=grammar_of(grammar, fmt),
+        truncate=truncate,
     )
+
+
+def grammar_of(text: str | None, fmt: Any) -> str | None:
+    """A raw GBNF grammar, checked here so a bad one is a 400 before any runner sees it."""
+    if not text:
+        return None
+    if fmt not in (None, ""):
+        raise BadRequest("use either format or grammar, not both")
+    try:
+        gbnf.check(text)
+    except gbnf.GrammarSyntaxError as exc:
+        raise BadRequest(str(exc)) from exc
+    return text
 
 
 def _logprobs(wanted: bool | None, top: int | None) -> int | None:
@@ -167,18 +187,36 @@ Fit = Callable[[Runner, int], Awaitable[str]]
 
 
 async def generate(scheduler: Scheduler, ref: ModelRef, req: CoreRequest,
-                   fit: Fit | None = None) -> AsyncGenerator[Piece | Done, None]:
-    """Hold the model for the whole stream; the load time is reported on the Done."""
+                   fit: Fit | None = None, context: list[int] | None = None,
+                   return_context: bool = False) -> AsyncGenerator[Piece | Done, None]:
+    """Hold the model for the whole stream; the load time is reported on the Done.
+
+    `context` (Ollama's generate) is an earlier exchange's tokens: their text goes before
+    the prompt, and the slot's cached prefix makes that cheap. With `return_context` the
+    Done carries the tokens of prompt and answer, for the next request to continue from.
+    """
     started = time.perf_counter()
+    watched = metrics.watch(str(ref.name))  # tokens, first-token time, decode rate
     async with scheduler.use(ref, req.num_ctx, req.keep_alive) as loaded:
         load_ns = int((time.perf_counter() - started) * 1e9)
         limit = min(req.num_ctx or loaded.num_ctx, loaded.num_ctx)
+        if context:
+            req.prompt = await loaded.runner.detokenize(context) + req.prompt
         # A token is at least one byte (the BOS aside): a shorter prompt needs no counting.
         if fit is not None and len(req.prompt.encode()) + 1 >= limit:
             req.prompt = await fit(loaded.runner, limit)
+        answer: list[str] = []
         async for item in loaded.runner.complete(req):
             if isinstance(item, Done):
                 item.load_ns = load_ns
+                if item.truncated:
+                    log.info("left out the first %d tokens of a prompt to fit a context of %d "
+                             "tokens", item.truncated, limit)
+                if return_context:
+                    item.context = await loaded.runner.tokenize(req.prompt + "".join(answer))
+            else:
+                answer.append(item.text)
+            watched.see(item)
             yield item
 
 
@@ -224,15 +262,29 @@ async def parsed(stream: AsyncGenerator[Piece | Done, None],
             if isinstance(item, Done):
                 tail = parser.finish()
                 if tail:
-                    yield tail
+                    yield _with_ids(tail)
                 yield item
                 return
             part = parser.feed(item.text)
             part.logprobs = item.logprobs or []
             if part:
-                yield part
+                yield _with_ids(part)
     finally:
         await stream.aclose()
+
+
+def _with_ids(part: Parsed) -> Parsed:
+    for call in part.tool_calls:
+        call.setdefault("id", tool_call_id())
+    return part
+
+
+def tool_call_id() -> str:
+    """Ollama's shape: "call_" and 8 random lowercase letters and digits."""
+    return "call_" + "".join(secrets.choice(_ID_CHARS) for _ in range(8))
+
+
+_ID_CHARS = string.ascii_lowercase + string.digits
 
 
 async def gather(stream: AsyncGenerator[Parsed | Done, None]) -> tuple[Parsed, Done]:
@@ -259,3 +311,41 @@ async def load_only(scheduler: Scheduler, ref: ModelRef, keep_alive: float | Non
     async with scheduler.use(ref, None, keep_alive):
         pass
     return "load"
+
+
+def _tool_schema(tool: dict[str, Any]) -> dict[str, Any]:
+    function = tool.get("function") or {}
+    return {"type": "object",
+            "properties": {"name": {"const": function.get("name", "")},
+                           "arguments": function.get("parameters") or {"type": "object"}},
+            "required": ["name", "arguments"]}
+
+
+def tool_choice(tools: list[dict[str, Any]] | None,
+                 choice: str | dict[str, Any] | None) -> tuple[list[dict[str, Any]] | None, Any]:
+    """Enforce tool_choice with a grammar: the tools the template sees, and the output format.
+
+    "none" hides the tools; "required" or a named function constrains the answer to a JSON
+    call of an offered tool, which the output parser turns into a tool call.
+    """
+    if not tools or choice in (None, "auto"):
+        return tools, None
+    if choice == "none":
+        return None, None
+    if choice == "required":
+        return tools, {"anyOf": [_tool_schema(t) for t in tools]}
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        chosen = [t for t in tools if (t.get("function") or {}).get("name") == name]
+        if not chosen:
+            raise BadRequest(f"tool_choice names '{name}', which is not among the tools")
+        return tools, _tool_schema(chosen[0])
+    raise BadRequest(f"invalid tool_choice {choice!r}")
+
+
+# OpenAI's reasoning efforts onto Ollama's think levels; the ends of OpenAI's scale (and
+# clients' own tiers) go to the nearest level, as Ollama maps them.
+REASONING_EFFORTS: dict[str, bool | str] = {
+    "none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
+    "max": "max", "xhigh": "max", "ultra": "max",
+}

@@ -68,6 +68,7 @@ def _final(model: str, done: Done, started: float, extra: dict[str, Any]) -> dic
         "done_reason": done.reason, "total_duration": total, "load_duration": done.load_ns,
         "prompt_eval_count": done.prompt_eval_count, "prompt_eval_duration": done.prompt_eval_ns,
         "eval_count": done.eval_count, "eval_duration": done.eval_ns,
+        **({"context": done.context} if done.context else {}),
     }
 
 
@@ -148,7 +149,9 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
         stream = await engines.start(request, Turn(
             body.model, prompt=body.prompt, raw=body.raw, system=body.system,
             template=body.template, think=body.think, format=body.format, options=body.options,
-            keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs))
+            keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs,
+            suffix=body.suffix or None, context=body.context or None, return_context=not body.raw,
+            truncate=body.truncate is not False, grammar=body.grammar))
         return await _respond(request, stream, body.model, body.stream, _generate_shape)
 
     return await guarded(run)
@@ -167,7 +170,7 @@ async def chat(request: Request, body: ChatRequest) -> Response:
             body.model, messages=[_message_dict(m.model_dump(exclude_none=True)) for m in body.messages],
             tools=body.tools, think=body.think, format=body.format, options=body.options,
             keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs,
-            history=True))
+            history=True, truncate=body.truncate is not False, grammar=body.grammar))
         return await _respond(request, stream, body.model, body.stream, _chat_shape)
 
     return await guarded(run)

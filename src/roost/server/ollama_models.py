@@ -66,9 +66,19 @@ def _model_entry(ref_name: Name, ref: ModelRef) -> dict[str, Any]:
 @router.api_route("/tags", methods=["GET", "HEAD"], responses=doc(ListResponse))
 async def tags(request: Request) -> Response:
     store = request.app.state.store
-    models = [_model_entry(name, ModelRef(name, manifest, store))
+    models = [_list_entry(name, ModelRef(name, manifest, store))
               for name, manifest in store.entries()]
     return JSONResponse({"models": models})
+
+
+def _list_entry(name: Name, ref: ModelRef) -> dict[str, Any]:
+    """As Ollama lists a model: its capabilities, and its trained context in `details`."""
+    entry = _model_entry(name, ref)
+    trained = ref.config.get("context_length")
+    if trained:
+        entry["details"] = {**entry["details"], "context_length": int(trained)}
+    entry["capabilities"] = ref.capabilities
+    return entry
 
 
 @router.post("/show", responses=doc(ShowResponse))
@@ -122,7 +132,8 @@ def _modelfile(ref: ModelRef) -> str:
 @router.get("/ps", responses=doc(ProcessResponse))
 async def ps(request: Request) -> Response:
     models = []
-    for loaded in inference.scheduler(request).loaded.values():
+    runners = inference.scheduler(request).loaded.values()
+    for loaded in sorted(runners, key=lambda r: r.expires_at, reverse=True):  # as Ollama
         expires = loaded.expires_at
         until = (datetime.fromtimestamp(expires, UTC) if expires != float("inf")
                  else datetime(2318, 1, 1, tzinfo=UTC))

@@ -127,34 +127,15 @@ def _format(response_format: ResponseFormat | None) -> Any:
     return "json"
 
 
-def _tool_schema(tool: dict[str, Any]) -> dict[str, Any]:
-    function = tool.get("function") or {}
-    return {"type": "object",
-            "properties": {"name": {"const": function.get("name", "")},
-                           "arguments": function.get("parameters") or {"type": "object"}},
-            "required": ["name", "arguments"]}
-
-
-def _tool_choice(tools: list[dict[str, Any]] | None,
-                 choice: str | dict[str, Any] | None) -> tuple[list[dict[str, Any]] | None, Any]:
-    """Enforce tool_choice with a grammar: the tools the template sees, and the output format.
-
-    "none" hides the tools; "required" or a named function constrains the answer to a JSON
-    call of an offered tool, which the output parser turns into a tool call.
-    """
-    if not tools or choice in (None, "auto"):
-        return tools, None
-    if choice == "none":
-        return None, None
-    if choice == "required":
-        return tools, {"anyOf": [_tool_schema(t) for t in tools]}
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        chosen = [t for t in tools if (t.get("function") or {}).get("name") == name]
-        if not chosen:
-            raise BadRequest(f"tool_choice names '{name}', which is not among the tools")
-        return tools, _tool_schema(chosen[0])
-    raise BadRequest(f"invalid tool_choice {choice!r}")
+def _think(body: ChatCompletionRequest) -> bool | str | None:
+    """`reasoning.effort` (or `reasoning_effort`) as a think level; none leaves the default."""
+    effort = body.reasoning.effort if body.reasoning else body.reasoning_effort
+    if not effort:
+        return None
+    if effort not in inference.REASONING_EFFORTS:
+        raise BadRequest(f"invalid reasoning value: {effort!r} (must be one of "
+                         f"{', '.join(inference.REASONING_EFFORTS)})")
+    return inference.REASONING_EFFORTS[effort]
 
 
 def _content(model: str, content: str | list[ContentPart] | None) -> str:
@@ -285,7 +266,7 @@ def _add_extras(message: dict[str, Any], part: Parsed) -> None:
         message["reasoning"] = part.thinking
     if part.tool_calls:
         message["tool_calls"] = [
-            {"index": c["function"].get("index", i), "id": "call_" + secrets.token_hex(8),
+            {"index": c["function"].get("index", i), "id": c.get("id") or inference.tool_call_id(),
              "type": "function",
              "function": {"name": c["function"]["name"],
                           "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False)}}
@@ -342,14 +323,15 @@ def _stream_error(message: str) -> dict[str, Any]:
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     async def run() -> Response:
         _check_n(body.n)
-        tools, forced = _tool_choice(body.tools, body.tool_choice)
+        tools, forced = inference.tool_choice(body.tools, body.tool_choice)
         max_tokens = (body.max_completion_tokens if body.max_completion_tokens is not None
                       else body.max_tokens)
         stream = await engines.start(request, Turn(
             body.model, messages=_messages(body.model, body.messages), tools=tools,
             format=forced or _format(body.response_format), options=_options(body, max_tokens),
             defaults=DEFAULTS, keep_alive=_keep_alive(body), logprobs=body.logprobs,
-            top_logprobs=body.top_logprobs, history=True))
+            top_logprobs=body.top_logprobs, history=True, think=_think(body),
+            grammar=body.grammar))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _respond(request, stream, body.model, True, body.stream, include_usage)
 
@@ -368,7 +350,8 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
         stream = await engines.start(request, Turn(
             body.model, prompt=prompt, raw=True, options=_options(body, body.max_tokens),
             defaults=DEFAULTS, keep_alive=_keep_alive(body), think=False,
-            logprobs=body.logprobs is not None, top_logprobs=body.logprobs))
+            logprobs=body.logprobs is not None, top_logprobs=body.logprobs,
+            suffix=body.suffix or None, grammar=body.grammar))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _respond(request, stream, body.model, False, body.stream, include_usage)
 

@@ -27,11 +27,17 @@ STAINLESS_HEADERS = tuple(f"x-stainless-{name}" for name in (
     "runtime", "runtime-version", "stream-helper", "timeout",
 ))
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "User-Agent", "Accept", "X-Requested-With",
-                   "OpenAI-Beta", *STAINLESS_HEADERS)
+                   "OpenAI-Beta", "X-Api-Key", "Anthropic-Version", "Anthropic-Beta",
+                   "Anthropic-Dangerous-Direct-Browser-Access", *STAINLESS_HEADERS)
 
 # Routes a client must reach without a key: the status line, the version and health probes.
 _OPEN = {("GET", "/"), ("HEAD", "/"), ("GET", "/api/version"), ("HEAD", "/api/version"),
          ("GET", "/healthz")}
+
+
+def _page_file(method: str, path: str) -> bool:
+    """The chat page's static files load without the key: the page then asks for it."""
+    return method in ("GET", "HEAD") and path.startswith("/web/")
 
 
 def is_loopback(host: str) -> bool:
@@ -107,7 +113,8 @@ class HostGuard:
 
 
 class ApiKey:
-    """With a key set, every route but the status line and version needs `Bearer KEY`.
+    """With a key set, every route but the status line and version needs `Bearer KEY`, or the
+    key in `x-api-key`, where Anthropic's clients send it.
 
     The comparison is constant-time. Without a key on a non-loopback bind (the user opted out),
     the registry's write routes stay closed: nobody on the network may plant a model.
@@ -123,7 +130,8 @@ class ApiKey:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        if self.key is not None and (method, path) not in _OPEN and not self._authorized(scope):
+        if (self.key is not None and (method, path) not in _OPEN and not _page_file(method, path)
+                and not self._authorized(scope)):
             await _json(send, 401, _unauthorized(path), {"www-authenticate": "Bearer"})
             return
         if (self.key is None and self.public and path.startswith("/v2/")
@@ -136,13 +144,17 @@ class ApiKey:
     def _authorized(self, scope: Scope) -> bool:
         scheme, _, token = _header(scope, b"authorization").partition(" ")
         assert self.key is not None
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.key)
+        bearer = token if scheme.lower() == "bearer" else ""
+        return any(hmac.compare_digest(t.strip().encode("latin-1"), self.key)
+                   for t in (bearer, _header(scope, b"x-api-key")) if t)
 
 
 def _unauthorized(path: str) -> dict[str, Any]:
     message = "unauthorized: this server needs an API key (Authorization: Bearer KEY)"
     if path.startswith(CORTEX_PREFIXES):
         return {"message": message}
+    if path.startswith("/v1/messages"):
+        return {"type": "error", "error": {"type": "authentication_error", "message": message}}
     if path.startswith("/v1/"):
         return {"error": {"message": message, "type": "invalid_request_error", "param": None,
                           "code": "invalid_api_key"}}

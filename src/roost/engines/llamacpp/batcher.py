@@ -54,6 +54,7 @@ class Sequence:
     hold: str = ""
     t_start: float = 0.0
     t_first: float = 0.0
+    truncated: int = 0  # prompt tokens left out at the start to fit the context
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
     @property
@@ -82,7 +83,8 @@ class Batcher:
     # -- requests ------------------------------------------------------------------------
 
     def prepare(self, seq_id: int, prompt: str, opts: dict[str, Any], fmt: Any,
-                num_ctx: int | None, logprobs: int | None = None) -> Sequence | Event:
+                num_ctx: int | None, logprobs: int | None = None, grammar: str | None = None,
+                truncate: bool = False) -> Sequence | Event:
         """A sequence ready to enqueue, or the error event that refuses it.
 
         Thread-safe (tokenizing and building a sampler touch the vocabulary, not the context),
@@ -94,12 +96,17 @@ class Batcher:
         limit = min(num_ctx or self.model.n_ctx_seq, self.model.n_ctx_seq)
         if not tokens:
             return _error(seq_id, "the prompt is empty after tokenization", 400)
+        dropped = 0
         if len(tokens) >= limit:
-            return _error(seq_id, f"the prompt is {len(tokens)} tokens, longer than the "
-                                  f"context of {limit} (set num_ctx higher)", 400)
-        seq = Sequence(seq_id, tokens, opts, limit, logprobs, t_start=started)
+            if not truncate:
+                return _error(seq_id, f"the prompt is {len(tokens)} tokens, longer than the "
+                                      f"context of {limit} (set num_ctx higher)", 400)
+            tokens, dropped = _keep_end(tokens, limit, opts, self.model.bos)
+        seq = Sequence(seq_id, tokens, opts, limit, logprobs, t_start=started, truncated=dropped)
         try:
-            grammar = sampler.grammar_for(fmt)
+            if grammar and fmt:
+                raise sampler.GrammarError("use either format or grammar, not both")
+            grammar = grammar or sampler.grammar_for(fmt)
             seq.chain = sampler.build(self.model.vocab, self.model.n_vocab, opts, grammar)
         except sampler.GrammarError as exc:
             return _error(seq_id, str(exc), 400)
@@ -264,15 +271,15 @@ class Batcher:
             if not events:
                 events.append({"op": "piece", "id": seq.id, "text": ""})
             events[0]["logprobs"] = [lp]
-        if stopped:
+        if stopped is not None:
             seq.decoder.reset()
-            return events + self._finish(seq, "stop")
+            return events + self._finish(seq, "stop", stopped)
         limit = int(seq.opts.get("num_predict", -1))
         if 0 <= limit <= seq.generated or len(self.slots[seq.slot].tokens) + 1 >= seq.num_ctx:
             return events + self._finish(seq, "length")
         return events
 
-    def _finish(self, seq: Sequence, reason: str) -> list[Event]:
+    def _finish(self, seq: Sequence, reason: str, stop: str | None = None) -> list[Event]:
         events = []
         tail = seq.hold + seq.decoder.decode(b"", final=True)
         if tail:
@@ -286,6 +293,8 @@ class Batcher:
             "prompt_eval_ns": int((first - seq.t_start) * 1e9),
             "eval_count": seq.generated,
             "eval_ns": int((now - first) * 1e9),
+            **({"stop_sequence": stop} if stop is not None else {}),
+            **({"truncated": seq.truncated} if seq.truncated else {}),
         })
         self._release(seq)
         return events
@@ -312,21 +321,33 @@ class Batcher:
         ll.llama_batch_free(self.batch)
 
 
-def _split_stop(seq: Sequence, text: str) -> tuple[list[Event], bool]:
-    """Emit what cannot begin a stop string; hold back a tail that still might."""
+def _split_stop(seq: Sequence, text: str) -> tuple[list[Event], str | None]:
+    """Emit what cannot begin a stop string; hold back a tail that still might. The stop
+    string found first in the text, if any, is returned: the answer ends there."""
     stops = seq.stops
     if not stops:
         seq.hold = ""
-        return ([{"op": "piece", "id": seq.id, "text": text}] if text else []), False
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    if cut >= 0:
+        return ([{"op": "piece", "id": seq.id, "text": text}] if text else []), None
+    cut, found = min(((i, s) for s in stops if (i := text.find(s)) >= 0), default=(-1, None))
+    if found is not None:
         seq.hold = ""
         head = text[:cut]
-        return ([{"op": "piece", "id": seq.id, "text": head}] if head else []), True
+        return ([{"op": "piece", "id": seq.id, "text": head}] if head else []), found
     keep = partial_suffix(text, stops)
     seq.hold = text[len(text) - keep:] if keep else ""
     out = text[: len(text) - keep]
-    return ([{"op": "piece", "id": seq.id, "text": out}] if out else []), False
+    return ([{"op": "piece", "id": seq.id, "text": out}] if out else []), None
+
+
+def _keep_end(tokens: list[int], limit: int, opts: dict[str, Any], bos: int) -> tuple[list[int], int]:
+    """Ollama's default for a prompt too long for the context: keep its end (and a leading
+    BOS), leaving room to answer: num_predict if small, else a quarter of the context."""
+    predict = int(opts.get("num_predict", -1))
+    room = predict if 0 < predict <= limit // 2 else max(limit // 4, 1)
+    head = tokens[:1] if tokens[0] == bos else []
+    keep = max(limit - room - len(head), 1)
+    kept = head + tokens[-keep:]
+    return kept, len(tokens) - len(kept)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

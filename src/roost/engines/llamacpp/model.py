@@ -148,20 +148,54 @@ class Model:
             ll.llama_batch_free(batch)
             ll.llama_memory_clear(self.memory, True)
 
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+    def tokenize(self, text: str, add_special: bool = True,
+                 parse_special: bool = True) -> list[int]:
+        """`add_special`: the BOS the model wants; `parse_special`: `<|im_start|>` as one token."""
         data = text.encode("utf-8")
         cap = len(data) + 8
         buf = (ll.llama_token * cap)()
-        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
+        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
         if n < 0:
             cap = -n
             buf = (ll.llama_token * cap)()
-            n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
+            n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special,
+                                  parse_special)
         tokens = list(buf[:n])
         # A template that writes bos_token itself plus the tokenizer's own BOS gives two.
         if len(tokens) >= 2 and tokens[0] == tokens[1] == self.bos:
             tokens.pop(0)
         return tokens
+
+    def pieces(self, tokens: list[int], special: bool = True) -> list[bytes]:
+        """Each token's own text. Any thread: `piece` shares a buffer with the decode loop."""
+        out = []
+        for token in tokens:
+            buf = ctypes.create_string_buffer(64)
+            n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+            out.append(buf.raw[:n])
+        return out
+
+    def detokenize(self, tokens: list[int], special: bool = True) -> bytes:
+        """Tokens back to text; `special` writes special tokens out, else they are left out.
+
+        llama.cpp reads past its vocabulary for an id out of range, so ids are checked first.
+        """
+        bad = next((t for t in tokens if not 0 <= t < self.n_vocab), None)
+        if bad is not None:
+            raise ValueError(f"token {bad} is out of range (the vocabulary has "
+                             f"{self.n_vocab} tokens)")
+        ids = (ll.llama_token * max(1, len(tokens)))(*tokens)
+        cap = len(tokens) * 8 + 16
+        buf = ctypes.create_string_buffer(cap)
+        n = ll.llama_detokenize(self.vocab, ids, len(tokens), buf, cap, False, special)
+        if n < 0:
+            cap = -n
+            buf = ctypes.create_string_buffer(cap)
+            n = ll.llama_detokenize(self.vocab, ids, len(tokens), buf, cap, False, special)
+        return buf.raw[:n]
 
     def piece(self, token: int) -> bytes:
         buf = self._piece_buf
