@@ -221,10 +221,13 @@ def test_detection() -> None:
 
 
 def test_sandbox_renders_go_templates_and_refuses_bad_ones() -> None:
-    assert sandbox.render(template("phi-3"), [HELLO]) == \
-        "<|user|>\nHello, how are you?<|end|>\n<|assistant|>\n"
-    with pytest.raises(TemplateRenderError, match="template: line 1: "):
-        sandbox.render("{{ .Messages | nope }}", [HELLO])
+    try:
+        assert sandbox.render(template("phi-3"), [HELLO]) == \
+            "<|user|>\nHello, how are you?<|end|>\n<|assistant|>\n"
+        with pytest.raises(TemplateRenderError, match="template: line 1: "):
+            sandbox.render("{{ .Messages | nope }}", [HELLO])
+    finally:
+        sandbox.close()  # the shared pool's workers: tests/chat/test_sandbox.py counts them
 
 
 def test_create_and_chat_with_a_go_template(pulled: Server) -> None:

@@ -26,6 +26,17 @@ from tests.support import gguf_files
 TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _remove_created_models(pulled: Server) -> Iterator[None]:
+    """The session server is shared: what this module creates (linked files that it later
+    deletes among them) goes away with it."""
+    yield
+    with pulled.client() as c:
+        for model in c.get("/api/tags").json()["models"]:
+            if model["name"].startswith("create-"):
+                c.request("DELETE", "/api/delete", json={"model": model["name"]})
+
+
 def roost(server: Server, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "roost", *args], env=server.env(), cwd=cwd,
                           text=True, capture_output=True, timeout=120)

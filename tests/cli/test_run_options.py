@@ -96,6 +96,8 @@ def test_saved_messages_start_the_conversation(pulled: Server) -> None:
 def test_no_model_on_a_terminal_offers_the_store(pulled: Server) -> None:
     import pexpect
 
+    with pulled.client() as c:  # the most recent model in a store other tests share
+        assert c.post("/api/pull", json={"model": MODEL, "stream": False}).status_code == 200
     env = {**pulled.env(), "PROMPT_TOOLKIT_NO_CPR": "1"}
     child = pexpect.spawn(sys.executable, ["-m", "roost", "run"], env=env, encoding="utf-8",
                           dimensions=(24, 100), timeout=60)

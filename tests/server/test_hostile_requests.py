@@ -197,6 +197,22 @@ def test_a_web_page_cannot_change_anything(pulled: Server) -> None:
     assert status == 200  # reading is CORS's business: the browser hides the answer
 
 
+def test_the_chat_page_may_post_to_its_own_origin(pulled: Server) -> None:
+    """The page opened at this machine's own name (which the Host guard allows on a loopback
+    bind) posts with that origin; a rebound name never gets past the Host guard."""
+    own = f"{socket.gethostname().lower()}:{pulled.host.rsplit(':', 1)[1]}"
+    body = json.dumps({"model": MODEL}).encode()
+    status, _ = raw(pulled, "POST", "/api/show", body,
+                    {"Host": own, "Origin": f"http://{own}", "Content-Type": "application/json"})
+    assert status == 200
+    status, _ = raw(pulled, "POST", "/api/show", body,
+                    {"Host": own, "Origin": "http://other.example", "Content-Type": "application/json"})
+    assert status == 403
+    status, _ = raw(pulled, "POST", "/api/show", body, {
+        "Host": "evil.example:1", "Origin": "http://evil.example:1", "Content-Type": "application/json"})
+    assert status == 403
+
+
 def test_unclosed_strings_are_scanned_in_linear_time(pulled: Server) -> None:
     started = time.monotonic()
     status, _ = raw(pulled, "POST", "/api/chat", b'\\"' * 1_000_000,

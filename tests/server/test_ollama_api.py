@@ -117,10 +117,11 @@ def test_bad_requests_are_400_with_error_body(pulled: Server) -> None:
     assert "bogus" in cases[3].json()["error"]
 
 
-def test_prompt_longer_than_context_is_400(pulled: Server) -> None:
+def test_prompt_longer_than_context_is_400_when_truncate_is_false(pulled: Server) -> None:
+    """As Ollama: truncated by default (tests/server/test_api_details.py), refused on request."""
     with pulled.client() as c:
         r = c.post("/api/generate", json={
-            "model": MODEL, "prompt": "word " * 400, "stream": False,
+            "model": MODEL, "prompt": "word " * 400, "stream": False, "truncate": False,
             "options": {"num_ctx": 256, "num_predict": 4}})
     assert r.status_code == 400 and "context" in r.json()["error"]
 
@@ -214,7 +215,9 @@ def test_a_long_conversation_loses_its_oldest_turns_whole(pulled: Server) -> Non
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["prompt_eval_count"] < 1024 and body["message"]["content"]
-        # One message alone longer than the context is still refused, with a reason.
+        # One message alone longer than the context is refused, with a reason, when the
+        # request asks not to truncate (by default its start is cut, as Ollama does).
         r = c.post("/api/chat", json={"model": MODEL, "stream": False, "options": {"num_ctx": 1024},
+                                      "truncate": False,
                                       "messages": [{"role": "user", "content": filler * 20}]})
         assert r.status_code == 400 and "longer than the context" in r.json()["error"]

@@ -20,6 +20,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from roost.threads.store import Store as ThreadStore
 from tests.conftest import MODEL, Server, free_port, stop_server
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -194,7 +195,8 @@ def test_chat_streams_stops_and_keeps_the_thread(pulled: Server, browser: Any, t
         delete.click()
         delete.click()  # the second click confirms
         wait_for(lambda: c.get(f"/v1/threads/{thread_id}").status_code == 404, 10, "delete")
-    assert not driver.find_elements("css selector", f"li[data-id='{thread_id}']")
+    wait_for(lambda: not driver.find_elements("css selector", f"li[data-id='{thread_id}']"), 10,
+             "the deleted thread to leave the list")
     assert driver.find_elements("css selector", ".msg") == []  # the open thread was the deleted one
     assert csp_violations(driver) == []
 
@@ -299,10 +301,10 @@ def test_api_key_pull_and_a_server_restart(browser: Any, tmp_path: Path) -> None
 
         stop_server(srv)
         wait_for(lambda: by_id(driver, "notice").is_displayed(), 15, "the 'not answering' notice")
+        # A thread written while the server was down (as `roost chat` beside another server
+        # would), so the page can only know it from the list it reloads on reconnecting.
+        second = ThreadStore(tmp_path / "home" / "roost.db").create_thread("while it was down").id
         srv = serve_on(tmp_path / "home", port, key)
-        with srv.client() as c:
-            c.headers.update(auth)
-            second = c.post("/v1/threads", json={"title": "after the restart"}).json()["id"]
         wait_for(lambda: not by_id(driver, "notice").is_displayed(), 20, "the notice to clear")
         wait_for(lambda: driver.find_elements("css selector", f"li[data-id='{second}']"), 20,
                  "the thread list, reloaded after the restart")

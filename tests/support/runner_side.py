@@ -146,6 +146,9 @@ class RunnerProcess:
             self.proc.wait()
 
 
-def weights(home: Path) -> Path:
-    """The largest blob in a store: the model's GGUF file."""
-    return max((home / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+def weights(home: Path, model: str = "qwen2.5-coder:0.5b") -> Path:
+    """The model's GGUF file in a store (a shared store holds other tests' blobs too)."""
+    from roost.models.resolve import resolve
+    from roost.models.store import Store
+
+    return resolve(Store(home), model).weights

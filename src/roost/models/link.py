@@ -4,7 +4,8 @@ A GGUF already on disk need not be copied into ROOST_HOME: once hashed it become
 of its digest as a hard link when the store is on the same filesystem (no extra space, and
 the blob survives the user deleting or replacing their file), else as a symbolic link to
 the recorded path. Either way a small record under `links/` keeps the file's identity, size
-and modification time at the moment it was hashed; `verified` checks them before anything
+and modification time at the moment it was hashed (and, for a path, which file it names);
+`verified` checks them before anything
 reads the weights, so a file edited or removed afterwards is a clear error at load, never
 garbage in a runner. The record lives outside `blobs/` because the store prunes every file
 there that no manifest names.
@@ -17,6 +18,7 @@ import functools
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -96,7 +98,8 @@ def verified(store: Store, digest: str) -> Path:
     except OSError as exc:
         raise StaleLink(f"the file {record.path} linked as {wire_digest(digest)} is gone "
                         f"({exc.strerror}): restore it or create the model again") from exc
-    if (now.st_size, now.st_mtime_ns) != (record.size, record.mtime_ns):
+    same_file = record.kind == HARD or (now.st_dev, now.st_ino) == (record.dev, record.ino)
+    if not same_file or (now.st_size, now.st_mtime_ns) != (record.size, record.mtime_ns):
         raise StaleLink(f"the file {record.path} linked as {wire_digest(digest)} changed since "
                         "it was linked (size or modification time differ): create the model again")
     return path
@@ -162,7 +165,7 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
 
 def _place(final: Path, make: Callable[[Path], None]) -> None:
     """Create the link under a temporary name, then rename it over `final` atomically."""
-    tmp = final.with_name(f".{final.name}.link-{os.getpid()}")
+    tmp = final.with_name(f".{final.name}.link-{secrets.token_hex(6)}")  # one per caller
     tmp.unlink(missing_ok=True)
     make(tmp)
     try:
@@ -179,7 +182,7 @@ def _record_path(store: Store, digest: str) -> Path:
 def _write_record(store: Store, digest: str, record: Record) -> None:
     path = _record_path(store, digest)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}-{secrets.token_hex(6)}")
     try:
         with tmp.open("w") as out:
             json.dump(asdict(record), out)

@@ -152,7 +152,9 @@ def _run_child(source: Path, out: Path, target: str, requantize: bool, threads: 
     errors: list[str] = []
     # stderr to a file, not a pipe: native code may write more than a pipe holds, unread.
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+        # Unbuffered: a line the select saw must not wait in a reader's buffer for the next.
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                bufsize=0)
         assert proc.stdout is not None
         try:
             yield from _events(proc, errors, cancelled)

@@ -66,7 +66,7 @@ class Registry:
         """One request; a Bearer challenge is answered and the request sent once more."""
         for attempt in (1, 2):
             sent = {**(headers or {})}
-            if self.token:
+            if self.token and _origin(url) == _origin(self.base):  # never to blob storage elsewhere
                 sent["Authorization"] = f"Bearer {self.token}"
             request = self.http.build_request(method, url, headers=sent, **kwargs)
             try:
@@ -158,3 +158,9 @@ def _body_message(resp: httpx.Response) -> str:
 
 
 __all__ = ["CutOff", "Registry", "RegistryError", "base_url", "check"]
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port: the token goes only where all three match the registry's."""
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host, parsed.port

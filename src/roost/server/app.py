@@ -39,7 +39,14 @@ from roost.server import (
 )
 from roost.server.body import BodyLimits
 from roost.server.drain import Drain, DrainGuard
-from roost.server.security import ALLOWED_HEADERS, LOCAL_ORIGINS, ApiKey, HostGuard, OriginGuard
+from roost.server.security import (
+    ALLOWED_HEADERS,
+    LOCAL_ORIGINS,
+    ApiKey,
+    HostGuard,
+    OriginGuard,
+    is_loopback,
+)
 from roost.threads.store import Store as ThreadStore
 
 log = logging.getLogger("roost.server")
@@ -74,7 +81,8 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
         allow_methods=["*"],
         allow_headers=list(ALLOWED_HEADERS),
     )
-    app.add_middleware(OriginGuard, allowed=config.origins())
+    app.add_middleware(OriginGuard, allowed=config.origins(),
+                       same_origin=is_loopback(bind_host) or bool(config.api_key(root)))
     app.add_middleware(HostGuard, bind_host=bind_host, allowed=config.allowed_hosts())
     app.add_middleware(DrainGuard, drain=app.state.drain, error=_error)
 

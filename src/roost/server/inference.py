@@ -314,7 +314,9 @@ async def load_only(scheduler: Scheduler, ref: ModelRef, keep_alive: float | Non
 
 
 def _tool_schema(tool: dict[str, Any]) -> dict[str, Any]:
-    function = tool.get("function") or {}
+    function = tool.get("function")
+    if not isinstance(function, dict):
+        raise BadRequest("each tool needs a function object")
     return {"type": "object",
             "properties": {"name": {"const": function.get("name", "")},
                            "arguments": function.get("parameters") or {"type": "object"}},
@@ -335,8 +337,13 @@ def tool_choice(tools: list[dict[str, Any]] | None,
     if choice == "required":
         return tools, {"anyOf": [_tool_schema(t) for t in tools]}
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        chosen = [t for t in tools if (t.get("function") or {}).get("name") == name]
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str):
+            raise BadRequest("tool_choice must name a function: {\"type\": \"function\", "
+                             "\"function\": {\"name\": ...}}")
+        chosen = [t for t in tools if isinstance(t.get("function"), dict)
+                  and t["function"].get("name") == name]
         if not chosen:
             raise BadRequest(f"tool_choice names '{name}', which is not among the tools")
         return tools, _tool_schema(chosen[0])

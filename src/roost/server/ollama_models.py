@@ -50,6 +50,7 @@ from roost.models.store import (
 from roost.server import engines, inference
 from roost.server.inference import BadRequest
 from roost.server.ollama import NDJSON, error, guarded, ndjson_line
+from roost.server.security import is_loopback
 
 router = APIRouter(prefix="/api", responses=errors(ErrorResponse))
 log = logging.getLogger("roost.server")
@@ -323,13 +324,16 @@ async def blob_exists(request: Request, digest: str) -> Response:
 
 
 @router.post("/blobs/{digest}/link", status_code=201,
-             responses={201: {"model": LinkResponse}, 400: {"model": ErrorResponse}})
+             responses={201: {"model": LinkResponse}, 400: {"model": ErrorResponse},
+                        403: {"model": ErrorResponse}, 507: {"model": ErrorResponse}})
 async def blob_link(request: Request, digest: str, body: LinkRequest) -> Response:
     """Roost extension: make a file on the server's machine the blob `digest` without copying
     it (`roost create --link`). The server hashes the file and refuses it unless the digest
     matches and it is a sound GGUF; then it is hard-linked into the store when on the same
     filesystem, else recorded by path, size and modification time, and checked against them
     before every load. The path must be absolute and readable by the server."""
+    if not is_loopback(request.client.host if request.client else ""):
+        return error(403, "files are linked only for clients on the server's own machine")
     try:
         parse_digest(digest)
     except StoreError as exc:
@@ -342,6 +346,8 @@ async def blob_link(request: Request, digest: str, body: LinkRequest) -> Respons
         await asyncio.to_thread(_refuse_bad_gguf, store, digest)
     except (link.LinkError, gguf_check.InvalidGGUF) as exc:
         return error(400, str(exc))
+    except StoreError as exc:  # the record could not be written: the disk is full
+        return error(507, str(exc))
     except OSError as exc:
         return error(_storage_status(exc), f"could not link the file: {exc.strerror or exc}")
     return JSONResponse({"digest": wire_digest(digest), "link": kind}, status_code=201)

@@ -63,18 +63,28 @@ class OriginGuard:
     CORS does not allow is refused before any route runs. CORS alone only hides the answer,
     and a `text/plain` body needs no preflight."""
 
-    def __init__(self, app: ASGIApp, allowed: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, allowed: Iterable[str] = (), same_origin: bool = False) -> None:
         self.app = app
         self.allowed = {a.strip().rstrip("/") for a in allowed if a.strip()}
         self.local = re.compile(LOCAL_ORIGINS)
+        # The chat page posts to its own origin (http://HOST:PORT as the browser typed it). That
+        # is safe only where a rebound name cannot pose as it: the Host guard is on (a loopback
+        # bind) or a key is needed, which a page on another origin does not hold.
+        self.same_origin = same_origin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS:
             origin = _header(scope, b"origin")
-            if origin and origin not in self.allowed and not self.local.fullmatch(origin):
+            if origin and not self._ok(origin, scope):
                 await _json(send, 403, {"error": f"origin {origin} is not allowed (ROOST_ORIGINS)"})
                 return
         await self.app(scope, receive, send)
+
+    def _ok(self, origin: str, scope: Scope) -> bool:
+        if origin in self.allowed or self.local.fullmatch(origin):
+            return True
+        host = _header(scope, b"host")
+        return self.same_origin and bool(host) and origin in (f"http://{host}", f"https://{host}")
 
 
 class HostGuard:

@@ -193,7 +193,8 @@ class Batcher:
             started = time.perf_counter()
             rc = self._decode_once(chunk)
             if rc == 0:
-                self.pacer.record(len(chunk), time.perf_counter() - started)
+                prompt_rows = sum(1 for row in chunk if not row[2])  # generating rows ask logits
+                self.pacer.record(prompt_rows, time.perf_counter() - started)
                 events += self._sample_rows(chunk)
             elif rc == 1 and self._evict_idle():
                 todo.appendleft(chunk)

@@ -29,7 +29,8 @@ class PrefillPacer:
         return max(MIN_CHUNK, min(self.cap, int(self.rate * STEP_SECONDS)))
 
     def record(self, tokens: int, seconds: float) -> None:
-        """One successful decode of `tokens` rows, most of them prompt tokens."""
+        """One successful decode that carried `tokens` prompt tokens (and perhaps a few
+        generating rows, whose share of the time makes the rate err on the slow side)."""
         if tokens < MEASURE_FROM or seconds <= 0:
             return
         rate = tokens / seconds
