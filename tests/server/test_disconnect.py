@@ -52,7 +52,10 @@ from tests.support.signals_and_hangups import (
     wait_for,
 )
 
-COUNT = "Count from 1 to 5000, one number per line, with no other text."
+# A request that generates for long: the model answers this with code (64 tokens and more in
+# every greedy run seen); asked to count to 5000, it stops after "5" (9 tokens, 0.2-0.4 s).
+LONG_ANSWER = ("Write a long Python module implementing a linked list class with many methods, "
+               "each with a docstring.")
 # About 1,600 tokens: many prompt chunks, so a server that noticed the hang-up only at the
 # first token would run several seconds longer than one that noticed it at once.
 RECORDS = " ".join(f"Record {i}: sensor {i % 7} read {i * 37 % 101} units at minute {i}."
@@ -89,7 +92,8 @@ class Case:
 
     def request(self, nonce: str) -> tuple[str, dict[str, Any]]:
         """The request to hang up on; `nonce` first, so no cached prefix shortens the prompt."""
-        text = f"{nonce} {RECORDS} Summarize the records." if self.phase == "prompt" else f"{nonce} {COUNT}"
+        ask = f"{RECORDS} Summarize the records." if self.phase == "prompt" else LONG_ANSWER
+        text = f"{nonce} {ask}"
         messages = [{"role": "user", "content": text}]
         if self.dialect == "completions":
             return "/v1/completions", {"model": MODEL, "prompt": text, "stream": self.stream,
@@ -107,8 +111,10 @@ class Case:
             body["format"] = {"type": "object", "required": ["name", "arguments"], "properties": {
                 "name": {"const": "count"}, "arguments": {
                     "type": "object", "required": ["numbers"],
-                    "properties": {"numbers": {"type": "array", "items": {"type": "integer"}}}}}}
-            body["messages"] = [{"role": "user", "content": f"{text} Call count with them."}]
+                    "properties": {"numbers": {"type": "array", "items": {"type": "integer"},
+                                               "minItems": 500}}}}}  # a call that goes on
+            body["messages"] = [{"role": "user", "content": f"{nonce} Count from 1 to 5000: "
+                                                            "call count with the numbers."}]
         return "/api/chat", body
 
 
@@ -117,17 +123,22 @@ CASES = [Case(d, s, p) for d in ("ollama", "openai") for s in (True, False)
                                                Case("completions", True, "generation")]
 
 
-def _prime(server: Server, case: Case, path: str, body: dict[str, Any]) -> None:
+def _prime(server: Server, case: Case, path: str, body: dict[str, Any], tokens: int = 64) -> bool:
     """Run the same prompt once, so that the request hung up on finds it in the slot's cache
-    and evaluates one token: decoding then means generating, whatever the machine's speed."""
+    and evaluates one token: decoding then means generating, whatever the machine's speed.
+    Whether the answer ran to `tokens`: greedy decoding gives the request hung up on the same
+    start, so it is known to generate for a while (a few prompts get a short answer)."""
     short = {**body, "stream": False}
     if case.dialect != "ollama":
-        short["max_tokens"] = 1
+        short["max_tokens"] = tokens
     else:
-        short["options"] = {**body["options"], "num_predict": 1}
+        short["options"] = {**body["options"], "num_predict": tokens}
     with server.client(timeout=STOP_TIMEOUT) as c:
         r = c.post(path, json=short)
     assert r.status_code == 200, r.text
+    answer = r.json()
+    reason = answer["choices"][0]["finish_reason"] if "choices" in answer else answer["done_reason"]
+    return reason == "length"
 
 
 def _wait_for_pieces(sock: socket.socket, case: Case, count: int = 3) -> None:
@@ -192,9 +203,14 @@ def test_hanging_up_stops_the_sequence_within_a_second(one_slot: tuple[Server, i
     wait_for(lambda: runner_idle(runner), timeout=60)  # done with the last case's follow-up
     nonce = f"[{case.id} {time.time_ns()}]"
     path, body = case.request(nonce)
-    if case.phase == "generation":
-        _prime(server, case, path, body)
-        wait_for(lambda: runner_idle(runner), timeout=60)
+    for attempt in range(5 if case.phase == "generation" else 0):
+        if _prime(server, case, path, body):
+            break
+        nonce = f"[{case.id} {time.time_ns()} {attempt}]"  # a short answer: another prompt
+        path, body = case.request(nonce)
+    else:
+        assert case.phase == "prompt", "five prompts in a row got a short answer"
+    wait_for(lambda: runner_idle(runner), timeout=60)
     with runner_inbox(runner) as unread:
         sock = send_raw(server, path, body)
         try:
