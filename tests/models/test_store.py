@@ -125,3 +125,31 @@ def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path: Path) -> No
     assert done.stdout.startswith(f"{errno.EFBIG} the disk is full: no room for sha256:0000")
     assert "(1.0 MB)" in done.stdout and "File too large" in done.stdout
     assert list((tmp_path / "blobs").iterdir()) == []
+
+
+def test_a_linked_blob_changed_since_it_was_linked_is_fetched_again(tmp_path: Path) -> None:
+    """A pull must not take a stale linked file for the blob it names (it would then never load)."""
+    import os
+
+    from roost.models import link
+    from tests.support import gguf_files
+
+    data = gguf_files.tiny()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    source = tmp_path / "mine.gguf"
+    source.write_bytes(data)
+    store = Store(tmp_path / "home")
+    link.link(store, digest, source)
+    fetched: list[int] = []
+
+    def open_stream(offset: int) -> tuple[Iterator[bytes], int]:
+        fetched.append(offset)
+        return iter([data]), 0
+
+    store.write_blob_resumable(open_stream, digest, len(data))
+    assert fetched == []  # fresh: nothing to fetch
+    os.utime(source, ns=(0, source.stat().st_mtime_ns + 10**9))  # the user's file changed
+    assert not link.is_fresh(store, digest)
+    store.write_blob_resumable(open_stream, digest, len(data))
+    assert fetched == [0] and link.is_fresh(store, digest)
+    assert store.blob_path(digest).read_bytes() == data

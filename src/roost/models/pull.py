@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from roost import config
-from roost.models import catalog, config_blob, gguf_check, huggingface
+from roost.models import catalog, config_blob, gguf_check, huggingface, link
 from roost.models.names import Name
 from roost.models.resumable import OpenStream
 from roost.models.store import (
@@ -44,7 +44,7 @@ def pull(store: Store, name: Name, report: Report) -> None:
     if entry is None:
         raise ModelNotFound(f"pull model manifest: file does not exist: model '{name}' not found")
     report({"status": "pulling manifest"})
-    if not store.has_blob(entry.digest, entry.size):
+    if not (store.has_blob(entry.digest, entry.size) and link.is_fresh(store, entry.digest)):
         _fetch_catalog(store, entry, report)
     _finish(store, Name.parse(entry.name), Layer(MODEL_MEDIA_TYPE, entry.digest, entry.size),
             entry.template, entry.params, report)
@@ -56,7 +56,7 @@ def pull_hub(store: Store, name: Name, report: Report,
     its template read from the file."""
     report({"status": "pulling manifest"})
     file = file or huggingface.resolve(name)
-    if not store.has_blob(file.digest, file.size):
+    if not (store.has_blob(file.digest, file.size) and link.is_fresh(store, file.digest)):
         _fetch_hub(store, file, report)
         _check_gguf(store, file.digest)
     _finish(store, name, Layer(MODEL_MEDIA_TYPE, file.digest, file.size), None, {}, report)

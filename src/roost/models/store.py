@@ -208,13 +208,15 @@ class Store:
         last caller to leave cancels the download, whose bytes stay for the next try
         (`Cancelled`). A wrong size or digest is DigestMismatch and keeps nothing.
         """
-        from roost.models import resumable
+        from roost.models import link, resumable
 
         final = self.blob_path(digest)
         if self.has_blob(digest, size):
-            if progress is not None:
-                progress(size)
-            return Layer("", wire_digest(digest), size)
+            if link.is_fresh(self, digest):
+                if progress is not None:
+                    progress(size)
+                return Layer("", wire_digest(digest), size)
+            final.unlink()  # a linked file changed since: the store's name for it goes, not the file
         self.blobs.mkdir(parents=True, exist_ok=True)
         what = wire_digest(digest) + f" ({size / 1e6:.1f} MB)"
 
