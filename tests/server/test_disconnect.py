@@ -20,7 +20,7 @@ with no sequence left (read from /proc), which cannot happen while the departed 
 sequence still runs, so neither measure races anything. Between the two, the runner ends
 the llama_decode call in flight when the cancel arrives, which cannot be interrupted: a
 decode step while generating (~20-50 ms on an idle machine), a prompt chunk while
-evaluating a prompt, which the runner sizes to about 0.5 s of its measured prefill rate
+evaluating a prompt, which the runner sizes to about 0.75 s of its measured prefill rate
 (roost.engines.llamacpp.pacing; it was a fixed 512 tokens, ~2 s on a 2-core machine and up
 to 18 s on a loaded one). So the whole bound is 1 s plus that call, measured right
 afterwards by a follow-up request on the same slot (which also shows that the slot serves
@@ -63,7 +63,7 @@ RECORDS = " ".join(f"Record {i}: sensor {i % 7} read {i * 37 % 101} units at min
 FOLLOW_UP_CHARS = 1800  # about 710 tokens: more than the departed request's first chunks
 N_BATCH = 512  # the runner's n_batch: the largest prompt chunk
 SLOWEST_STEP = 3.0  # s: the longest one generation step may take on a loaded 2-core machine
-SLOWEST_PROMPT_STEP = 1.0  # s: a prompt chunk is sized to 0.5 s of the measured rate
+SLOWEST_PROMPT_STEP = 1.5  # s: a prompt chunk is sized to 0.75 s of the measured rate
 STOP_TIMEOUT = 300  # s: only a server that ignored the hang-up takes this long
 
 

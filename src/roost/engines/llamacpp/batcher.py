@@ -2,7 +2,7 @@
 
 Each step puts the last sampled token of every generating sequence into one batch, then
 fills the rest with prompt chunks of sequences still evaluating their prompt: each about
-0.5 s of work (roost.engines.llamacpp.pacing), so a cancel waits at most that long, and
+0.75 s of work (roost.engines.llamacpp.pacing), so a cancel waits at most that long, and
 capped lower while others generate, so a long prompt does not freeze their streams. A new sequence takes the
 free slot whose cached tokens share the longest prefix with its prompt and evaluates only
 the rest, so turn N of a chat costs turn N's new tokens.
@@ -78,7 +78,7 @@ class Batcher:
         self.active: dict[int, Sequence] = {}
         self.batch = ll.llama_batch_init(model.n_batch, 0, 1)
         self.fault = DecodeFault.from_env()  # tests only: injected decode failures
-        self.pacer = PrefillPacer(model.n_batch)  # prompt chunks of about 0.5 s each
+        self.pacer = PrefillPacer(model.n_batch)  # prompt chunks of about 0.75 s each
 
     # -- requests ------------------------------------------------------------------------
 
