@@ -68,6 +68,7 @@ class CoreRequest:
     logprobs: int | None = None  # None: none; N >= 0: each token's, and N alternatives
     grammar: str | None = None  # raw GBNF the output must match (instead of `format`)
     truncate: bool = True  # a prompt longer than the context keeps its end; False: refuse it
+    shift: bool = True  # an answer that fills the context drops its oldest half; False: ends it
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Turn:
     context: list[int] | None = None  # generate: the tokens of an earlier exchange to continue
     return_context: bool = False  # generate: the Done carries prompt + answer as tokens
     truncate: bool = True  # too long for the context: drop the oldest turns, then the start
+    shift: bool = True  # an answer that fills the context goes on past its oldest half
     grammar: str | None = None  # raw GBNF
 
 

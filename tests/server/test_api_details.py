@@ -155,3 +155,17 @@ def test_grammar_check_refuses(text: str) -> None:
                                   'root ::= (\n  "a"\n  | "b"\n)', "root ::= .{0,4}"])
 def test_grammar_check_accepts(text: str) -> None:
     grammar.check(text)
+
+
+def test_an_answer_that_fills_the_context_shifts_it_unless_told_not_to(pulled: Server) -> None:
+    """Ollama's default: the oldest half of the context goes and the answer goes on."""
+    body = {"model": MODEL, "stream": False,
+            "prompt": "Write a long Python module implementing a linked list class with many "
+                      "methods, each with a docstring.",
+            "options": {"num_ctx": 128, "num_predict": 160, "temperature": 0, "seed": 1}}
+    with pulled.client(timeout=300) as c:
+        shifted = c.post("/api/generate", json=body).json()
+        ended = c.post("/api/generate", json={**body, "shift": False}).json()
+    assert shifted["prompt_eval_count"] + shifted["eval_count"] > 128, shifted  # past the context
+    assert ended["done_reason"] == "length", ended
+    assert ended["prompt_eval_count"] + ended["eval_count"] <= 128, ended

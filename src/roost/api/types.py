@@ -38,8 +38,9 @@ class GenerateRequest(_Wire):
     top_logprobs: int | None = None
     truncate: bool | None = Field(default=None, description="a prompt longer than the context "
                                   "keeps its end (default); false: refuse it with 400")
-    shift: bool | None = Field(default=None, description="accepted; Roost ends an answer that "
-                               "fills the context with done_reason length instead of shifting")
+    shift: bool | None = Field(default=None, description="an answer that fills the context "
+                               "drops the oldest half of it (after num_keep) and goes on, as "
+                               "Ollama does; false: it ends with done_reason length")
     # roost extensions
     grammar: str | None = Field(default=None, description="raw GBNF the answer must match")
 

@@ -164,6 +164,7 @@ class Runner:
                 "op": "complete", "id": rid, "prompt": req.prompt,
                 "options": req.sampling.to_json(), "format": req.format, "num_ctx": req.num_ctx,
                 "logprobs": req.logprobs, "grammar": req.grammar, "truncate": req.truncate,
+                "shift": req.shift,
             })
             while True:
                 msg = await queue.get()

@@ -260,7 +260,8 @@ class _Requests:
     def _prepare(self, msg: Event) -> None:
         seq = self.batcher.prepare(msg["id"], msg["prompt"], msg.get("options") or {},
                                    msg.get("format"), msg.get("num_ctx"), msg.get("logprobs"),
-                                   msg.get("grammar"), bool(msg.get("truncate", False)))
+                                   msg.get("grammar"), bool(msg.get("truncate", False)),
+                                   bool(msg.get("shift", False)))
         self.mailbox.post((msg["id"], lambda: self._enqueue(msg["id"], seq)))
 
     def _tokenize(self, msg: Event) -> None:

@@ -81,7 +81,7 @@ class LocalEngine(Engine):
         scheduler(self.request).check_queue()  # a full queue refuses before the template renders
         req = build_request(ref, "", turn.options, turn.keep_alive, turn.format, turn.defaults,
                             logprobs=turn.logprobs, top_logprobs=turn.top_logprobs,
-                            grammar=turn.grammar, truncate=turn.truncate)
+                            grammar=turn.grammar, truncate=turn.truncate, shift=turn.shift)
         if turn.suffix:
             req.prompt = fill_in_middle(ref, turn.prompt, turn.suffix)
         elif turn.raw:

@@ -109,7 +109,8 @@ def keep_alive_seconds(value: Any) -> float | None:
 def build_request(ref: ModelRef, prompt: str, options: dict[str, Any] | None,
                   keep_alive: Any, fmt: Any, defaults: dict[str, Any] | None = None,
                   logprobs: bool | None = None, top_logprobs: int | None = None,
-                  grammar: str | None = None, truncate: bool = True) -> CoreRequest:
+                  grammar: str | None = None, truncate: bool = True,
+                  shift: bool = True) -> CoreRequest:
     """Layer the options: dialect defaults, then the model's parameters, then the request's."""
     options = options or {}
     try:
@@ -130,6 +131,7 @@ def build_request(ref: ModelRef, prompt: str, options: dict[str, Any] | None,
         logprobs=_logprobs(logprobs, top_logprobs),
         grammar=grammar_of(grammar, fmt),
         truncate=truncate,
+        shift=shift,
     )
 
 

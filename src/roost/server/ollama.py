@@ -151,7 +151,7 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
             template=body.template, think=body.think, format=body.format, options=body.options,
             keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs,
             suffix=body.suffix or None, context=body.context or None, return_context=not body.raw,
-            truncate=body.truncate is not False, grammar=body.grammar))
+            truncate=body.truncate is not False, shift=body.shift is not False, grammar=body.grammar))
         return await _respond(request, stream, body.model, body.stream, _generate_shape)
 
     return await guarded(run)
@@ -170,7 +170,8 @@ async def chat(request: Request, body: ChatRequest) -> Response:
             body.model, messages=[_message_dict(m.model_dump(exclude_none=True)) for m in body.messages],
             tools=body.tools, think=body.think, format=body.format, options=body.options,
             keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs,
-            history=True, truncate=body.truncate is not False, grammar=body.grammar))
+            history=True, truncate=body.truncate is not False, shift=body.shift is not False,
+            grammar=body.grammar))
         return await _respond(request, stream, body.model, body.stream, _chat_shape)
 
     return await guarded(run)

@@ -32,6 +32,7 @@ from roost.textscan import partial_suffix
 # Prompt tokens per step while other sequences are generating (engine.md §1: smaller chunks
 # keep streams smooth, larger ones give the new request its first token sooner).
 PREFILL_CHUNK_WHILE_DECODING = 128
+NUM_KEEP = 4  # Ollama's default num_keep: tokens a context shift never drops
 
 Event = dict[str, Any]
 Row = tuple["Sequence", int, bool]  # a sequence, one of its tokens, whether to compute logits
@@ -55,6 +56,8 @@ class Sequence:
     t_start: float = 0.0
     t_first: float = 0.0
     truncated: int = 0  # prompt tokens left out at the start to fit the context
+    shift: bool = False  # a full context drops its oldest half instead of ending the answer
+    shifted: int = 0  # tokens dropped so far by shifting
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
     @property
@@ -84,7 +87,7 @@ class Batcher:
 
     def prepare(self, seq_id: int, prompt: str, opts: dict[str, Any], fmt: Any,
                 num_ctx: int | None, logprobs: int | None = None, grammar: str | None = None,
-                truncate: bool = False) -> Sequence | Event:
+                truncate: bool = False, shift: bool = False) -> Sequence | Event:
         """A sequence ready to enqueue, or the error event that refuses it.
 
         Thread-safe (tokenizing and building a sampler touch the vocabulary, not the context),
@@ -102,7 +105,8 @@ class Batcher:
                 return _error(seq_id, f"the prompt is {len(tokens)} tokens, longer than the "
                                       f"context of {limit} (set num_ctx higher)", 400)
             tokens, dropped = _keep_end(tokens, limit, opts, self.model.bos)
-        seq = Sequence(seq_id, tokens, opts, limit, logprobs, t_start=started, truncated=dropped)
+        seq = Sequence(seq_id, tokens, opts, limit, logprobs, t_start=started, truncated=dropped,
+                       shift=shift)
         try:
             if grammar and fmt:
                 raise sampler.GrammarError("use either format or grammar, not both")
@@ -276,9 +280,27 @@ class Batcher:
             seq.decoder.reset()
             return events + self._finish(seq, "stop", stopped)
         limit = int(seq.opts.get("num_predict", -1))
-        if 0 <= limit <= seq.generated or len(self.slots[seq.slot].tokens) + 1 >= seq.num_ctx:
+        if 0 <= limit <= seq.generated:
+            return events + self._finish(seq, "length")
+        if len(self.slots[seq.slot].tokens) + 1 >= seq.num_ctx and not self._shift(seq):
             return events + self._finish(seq, "length")
         return events
+
+    def _shift(self, seq: Sequence) -> bool:
+        """Ollama's context shift: a generation that fills its context keeps `num_keep` tokens
+        at the start, drops half of the rest and goes on; the KV cells move down, not recomputed."""
+        slot = self.slots[seq.slot]
+        keep = max(0, min(int(seq.opts.get("num_keep", NUM_KEEP)), len(slot.tokens) - 2))
+        discard = (len(slot.tokens) - keep) // 2
+        if not seq.shift or discard <= 0 or not ll.llama_memory_can_shift(self.model.memory):
+            return False
+        memory = self.model.memory
+        if not ll.llama_memory_seq_rm(memory, slot.index, keep, keep + discard):
+            return False
+        ll.llama_memory_seq_add(memory, slot.index, keep + discard, -1, -discard)
+        del slot.tokens[keep:keep + discard]
+        seq.shifted += discard
+        return True
 
     def _finish(self, seq: Sequence, reason: str, stop: str | None = None) -> list[Event]:
         events = []
@@ -303,6 +325,9 @@ class Batcher:
     def _release(self, seq: Sequence) -> None:
         self.active.pop(seq.id, None)
         slot = self.slots[seq.slot]
+        if seq.shifted:  # its cells were computed beside tokens now gone: no prefix to reuse
+            ll.llama_memory_seq_rm(self.model.memory, slot.index, -1, -1)
+            slot.tokens.clear()
         slot.seq = None
         slot.last_used = time.monotonic()
         sampler.free(seq.chain)
