@@ -32,6 +32,7 @@ from typing import Any
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 from roost.models import gguf_meta
+from roost.models.durable import fsync_dir
 from roost.models.store import Layer, Store, StoreError
 
 # Each target type with its approximate bits per weight, so that a quantized source is only
@@ -104,7 +105,8 @@ def quantize(store: Store, source: Path, source_name: str, target: str, threads:
         digest, size = _hash(tmp)
         if store.has_blob(digest, size):
             return Layer("", digest, size), False
-        return store.write_blob(_chunks(tmp), digest, size), True
+        _keep(tmp, store.blob_path(digest))  # already in the blobs folder: renamed, not copied
+        return Layer("", digest, size), True
 
 
 def _tensor_sizes(path: Path) -> dict[str, int]:
@@ -196,6 +198,17 @@ def _events(proc: subprocess.Popen[bytes], errors: list[str],
                 yield str(event["tensor"])
             elif "error" in event:
                 errors.append(str(event["error"]))
+
+
+def _keep(tmp: Path, final: Path) -> None:
+    """The hashed file becomes its blob: data on disk first, then the rename, then the folder."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)  # still locked by us: no sweep takes it for a leftover
+    fsync_dir(final.parent)
 
 
 def _hash(path: Path) -> tuple[str, int]:
