@@ -43,6 +43,7 @@ class Sampling:
     seed: int = -1
     num_predict: int = -1
     stop: list[str] = field(default_factory=list)
+    num_keep: int = 4  # a context shift keeps this many tokens at the start; -1: the whole prompt
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> Sampling:
@@ -96,6 +97,7 @@ class Turn:
     truncate: bool = True  # too long for the context: drop the oldest turns, then the start
     shift: bool = True  # an answer that fills the context goes on past its oldest half
     grammar: str | None = None  # raw GBNF
+    tagged_calls: bool = False  # generate: tool calls the model writes come back parsed
 
 
 @dataclass
@@ -131,7 +133,7 @@ LOAD_OPTIONS = frozenset({
 })
 SAMPLING_OPTIONS = frozenset(Sampling.__dataclass_fields__)
 IGNORED_OPTIONS = frozenset({
-    "num_keep", "tfs_z", "mirostat", "mirostat_tau", "mirostat_eta", "penalize_newline",
+    "tfs_z", "mirostat", "mirostat_tau", "mirostat_eta", "penalize_newline",
 })
 KNOWN_OPTIONS = LOAD_OPTIONS | SAMPLING_OPTIONS | IGNORED_OPTIONS
 

@@ -166,6 +166,11 @@ def test_an_answer_that_fills_the_context_shifts_it_unless_told_not_to(pulled: S
     with pulled.client(timeout=300) as c:
         shifted = c.post("/api/generate", json=body).json()
         ended = c.post("/api/generate", json={**body, "shift": False}).json()
+        # num_keep -1 keeps the whole prompt through every shift (Ollama's meaning)
+        whole = {**body, "options": {**body["options"], "num_keep": -1}}
+        kept = c.post("/api/generate", json=whole).json()
     assert shifted["prompt_eval_count"] + shifted["eval_count"] > 128, shifted  # past the context
+    assert kept["prompt_eval_count"] + kept["eval_count"] > 128, kept
+    assert kept["response"] != shifted["response"]  # what the model still saw differed
     assert ended["done_reason"] == "length", ended
     assert ended["prompt_eval_count"] + ended["eval_count"] <= 128, ended

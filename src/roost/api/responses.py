@@ -48,13 +48,15 @@ class _Timings(_Out):
     eval_duration: int | None = None
 
 
+class ToolCallOut(_Out):
+    function: dict[str, Any] = Field(description="{index, name, arguments: object}")
+
+
 class GenerateResponse(_Timings):
     response: str = ""
     thinking: str | None = None
-
-
-class ToolCallOut(_Out):
-    function: dict[str, Any] = Field(description="{index, name, arguments: object}")
+    tool_calls: list[ToolCallOut] | None = Field(
+        None, description="on the final chunk: calls a tool-capable model wrote")
 
 
 class MessageOut(_Out):

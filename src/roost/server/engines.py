@@ -95,7 +95,8 @@ class LocalEngine(Engine):
             async def fit(runner: Runner, limit: int) -> str:
                 return await _fit(runner, limit, ref, turn, req.prompt)
 
-        parser = output_parser(ref, req.prompt, turn.tools, turn.think)
+        parser = output_parser(ref, req.prompt, turn.tools, turn.think,
+                               tagged_calls=turn.tagged_calls and not turn.raw)
         return parsed(generate(scheduler(self.request), ref, req, fit, turn.context,
                                turn.return_context), parser)
 

@@ -243,8 +243,14 @@ async def embed(scheduler: Scheduler, ref: ModelRef, texts: list[str], truncate:
 
 
 def output_parser(ref: ModelRef, prompt: str, tools: list[dict[str, Any]] | None,
-                  think: Any) -> OutputParser:
-    """Check what the request asks of the model, and set up the parsing of its output."""
+                  think: Any, tagged_calls: bool = False) -> OutputParser:
+    """Check what the request asks of the model, and set up the parsing of its output.
+
+    `tagged_calls` reads the tool calls of a model that can make them even though the request
+    offered none: a generate prompt (or its system text, or its own template) may describe
+    tools, and Ollama then answers with `tool_calls`, not with the raw tags. Without offered
+    tools there are no names to match, so only tagged calls count, never bare JSON.
+    """
     caps = ref.capabilities
     if think not in (None, False) and "thinking" not in caps:
         raise BadRequest(f'"{ref.name}" does not support thinking')
@@ -252,7 +258,8 @@ def output_parser(ref: ModelRef, prompt: str, tools: list[dict[str, Any]] | None
         raise BadRequest(f'"{ref.name}" does not support tools')
     thinking = "thinking" in caps and think is not False
     names = frozenset(str((t.get("function") or t).get("name", "")) for t in tools or [])
-    return OutputParser(tools=bool(tools), think=thinking, tool_names=names,
+    return OutputParser(tools=bool(tools) or (tagged_calls and "tools" in caps), think=thinking,
+                        tool_names=names,
                         starts_thinking=thinking and prompt.rstrip().endswith("<think>"))
 
 

@@ -74,9 +74,12 @@ def _final(model: str, done: Done, started: float, extra: dict[str, Any]) -> dic
 
 async def _respond(
     request: Request, stream: AsyncGenerator[Parsed | Done, None], model: str, streaming: bool,
-    shape: Callable[[Parsed], dict[str, Any]],
+    shape: Callable[[Parsed], dict[str, Any]], calls_last: bool = False,
 ) -> Response:
-    """Await the first item before answering, so a failure to start is a real HTTP error."""
+    """Await the first item before answering, so a failure to start is a real HTTP error.
+
+    With `calls_last` (generate), tool calls wait for the final chunk, where Ollama puts them.
+    """
     started = asyncio.get_running_loop().time()
     if not streaming:
         whole, done = await unless_disconnected(request, inference.gather(stream))
@@ -85,13 +88,18 @@ async def _respond(
 
     async def lines() -> AsyncIterator[bytes]:
         item: Parsed | Done | None = first
+        held: list[dict[str, Any]] = []
         try:
             while item is not None:
                 if isinstance(item, Done):
-                    yield ndjson_line(_final(model, item, started, shape(Parsed())))
+                    yield ndjson_line(_final(model, item, started, shape(Parsed(tool_calls=held))))
                     return
-                yield ndjson_line({"model": model, "created_at": now_rfc3339(), **shape(item),
-                             "done": False})
+                if calls_last and item.tool_calls:
+                    held += item.tool_calls
+                    item.tool_calls = []
+                if item:
+                    yield ndjson_line({"model": model, "created_at": now_rfc3339(),
+                                       **shape(item), "done": False})
                 item = await anext(stream)
         except (RunnerError, StopAsyncIteration) as exc:
             yield ndjson_line({"error": str(exc) or "the stream ended early"})
@@ -107,6 +115,8 @@ def _generate_shape(p: Parsed) -> dict[str, Any]:
         out["thinking"] = p.thinking
     if p.logprobs:
         out["logprobs"] = p.logprobs
+    if p.tool_calls:
+        out["tool_calls"] = p.tool_calls
     return out
 
 
@@ -151,8 +161,10 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
             template=body.template, think=body.think, format=body.format, options=body.options,
             keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs,
             suffix=body.suffix or None, context=body.context or None, return_context=not body.raw,
-            truncate=body.truncate is not False, shift=body.shift is not False, grammar=body.grammar))
-        return await _respond(request, stream, body.model, body.stream, _generate_shape)
+            truncate=body.truncate is not False, shift=body.shift is not False, grammar=body.grammar,
+            tagged_calls=not body.suffix))
+        return await _respond(request, stream, body.model, body.stream, _generate_shape,
+                              calls_last=True)
 
     return await guarded(run)
 

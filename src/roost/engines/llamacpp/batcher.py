@@ -290,7 +290,8 @@ class Batcher:
         """Ollama's context shift: a generation that fills its context keeps `num_keep` tokens
         at the start, drops half of the rest and goes on; the KV cells move down, not recomputed."""
         slot = self.slots[seq.slot]
-        keep = max(0, min(int(seq.opts.get("num_keep", NUM_KEEP)), len(slot.tokens) - 2))
+        wanted = int(seq.opts.get("num_keep", NUM_KEEP))
+        keep = max(0, min(len(seq.prompt) if wanted < 0 else wanted, len(slot.tokens) - 2))
         discard = (len(slot.tokens) - keep) // 2
         if not seq.shift or discard <= 0 or not ll.llama_memory_can_shift(self.model.memory):
             return False
