@@ -90,7 +90,12 @@ def test_chunked_body_over_the_limit_is_413(pulled: Server) -> None:
 
     with pulled.client() as c:
         r = c.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+        anthropic = c.post("/v1/messages", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and "larger than" in r.json()["error"]["message"]
+    # each dialect's own shape, though no route ran
+    assert anthropic.status_code == 413
+    assert anthropic.json()["type"] == "error"
+    assert anthropic.json()["error"]["type"] == "request_too_large"
 
 
 def test_deeply_nested_json_is_400_fast(pulled: Server) -> None:

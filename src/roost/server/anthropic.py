@@ -27,26 +27,20 @@ from roost.core import KNOWN_OPTIONS, Done, Turn
 from roost.scheduler.runner import RunnerError
 from roost.server import engines, inference
 from roost.server.disconnect import WatchedStreamingResponse, first_item, unless_disconnected
+from roost.server.error_shapes import ANTHROPIC_PATH, anthropic_body
 from roost.server.inference import BadRequest
 
 log = logging.getLogger("roost.server")
 
-PATH = "/v1/messages"
+PATH = ANTHROPIC_PATH
 router = APIRouter(prefix="/v1", tags=["anthropic"], responses=errors(AnthropicError))
 SSE = "text/event-stream"
-_KINDS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-          404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-          503: "overloaded_error", 529: "overloaded_error"}
 _UNSEEN = frozenset({"image", "document"})
 _EFFORTS = frozenset({"low", "medium", "high", "max"})
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": _KINDS.get(status, "api_error"), "message": message}}
-
-
 def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+    return JSONResponse(anthropic_body(status, message), status_code=status, headers=headers)
 
 
 def _error_response(exc: Exception, status: int, message: str, headers: dict[str, str]) -> Response:
@@ -303,10 +297,11 @@ async def _respond(request: Request, stream: AsyncGenerator[Parsed | Done, None]
                                            "usage": _usage(item)})
             yield _event("message_stop", {})
         except (RunnerError, StopAsyncIteration) as exc:
-            yield _event("error", {"error": error_body(500, str(exc) or "the answer ended early")["error"]})
+            ended = str(exc) or "the answer ended early"
+            yield _event("error", {"error": anthropic_body(500, ended)["error"]})
         except Exception as exc:  # the status line is sent: tell the client in the stream
             log.exception("Anthropic stream failed")
-            yield _event("error", {"error": error_body(500, f"internal error: {exc}")["error"]})
+            yield _event("error", {"error": anthropic_body(500, f"internal error: {exc}")["error"]})
         finally:
             await stream.aclose()
 

@@ -27,6 +27,7 @@ from roost.server import (
     cortex,
     cortex_engines,
     cortex_models,
+    error_shapes,
     metrics,
     ollama,
     ollama_models,
@@ -112,14 +113,9 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
 
 def _error(path: str, status: int, message: str,
            headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """Each dialect's error shape: Cortex's routes, OpenAI's /v1, and Ollama's everywhere else."""
-    if path.startswith(cortex.PREFIXES):
-        return JSONResponse({"message": message}, status_code=status, headers=headers)
-    if path.startswith(anthropic.PATH):
-        return anthropic.error(status, message, headers=headers)
-    if path.startswith("/v1/"):
-        return openai.error(status, message, headers=headers)
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    """Each dialect's error shape: Cortex's, Anthropic's, OpenAI's /v1, Ollama's elsewhere."""
+    return JSONResponse(error_shapes.for_path(path, status, message), status_code=status,
+                        headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from roost.server.cortex import PREFIXES as CORTEX_PREFIXES
+from roost.server import error_shapes
 
 MAX_BODY = 32 * 1024 * 1024
 MAX_DEPTH = 64
@@ -106,13 +105,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def _refuse(send: Send, scope: Scope, status: int, message: str) -> None:
-    body: dict[str, Any] = {"error": message}
-    if scope["path"].startswith(CORTEX_PREFIXES):
-        body = {"message": message}
-    elif scope["path"].startswith("/v1/"):
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                          "code": None}}
-    data = json.dumps(body).encode()
+    data = json.dumps(error_shapes.for_path(scope["path"], status, message)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(data)).encode()),

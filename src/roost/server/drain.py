@@ -19,8 +19,9 @@ from collections.abc import Callable
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from roost.server.error_shapes import openai_body
 from roost.server.ollama import NDJSON, ndjson_line
-from roost.server.openai import SSE, error_body
+from roost.server.openai import SSE
 
 ErrorResponse = Callable[[str, int, str], Response]  # (path, status, message): the route's shape
 
@@ -100,7 +101,7 @@ def _error_frame(content_type: str, message: str) -> bytes | None:
     if content_type.startswith(NDJSON):
         return ndjson_line({"error": message})
     if content_type.startswith(SSE):
-        return b"data: " + ndjson_line(error_body(503, message)) + b"\n"
+        return b"data: " + ndjson_line(openai_body(503, message)) + b"\n"
     return None
 
 

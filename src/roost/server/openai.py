@@ -45,6 +45,7 @@ from roost.models.store import Manifest
 from roost.scheduler.runner import RunnerError
 from roost.server import engines, inference
 from roost.server.disconnect import WatchedStreamingResponse, first_item, unless_disconnected
+from roost.server.error_shapes import openai_body
 from roost.server.inference import BadRequest
 
 log = logging.getLogger("roost.server")
@@ -69,13 +70,8 @@ def _doc(model: type[Any], streams: bool = False) -> dict[int | str, dict[str, A
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
-
-
 def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
+    return JSONResponse(openai_body(status, message), status_code=status, headers=headers)
 
 
 async def _guarded(fn: Callable[[], Any]) -> Response:
@@ -314,7 +310,7 @@ async def _respond(request: Request, stream: AsyncGenerator[Parsed | Done, None]
 
 
 def _stream_error(message: str) -> dict[str, Any]:
-    return error_body(500, message)
+    return openai_body(500, message)
 
 
 # -- routes ---------------------------------------------------------------------------------

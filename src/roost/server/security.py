@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from roost.server.cortex import PREFIXES as CORTEX_PREFIXES
+from roost.server import error_shapes
 
 # The headers the official OpenAI SDKs send (Python and JavaScript): a browser's preflight
 # names them, and Starlette matches allowed headers literally, so each is listed.
@@ -161,16 +161,9 @@ class ApiKey:
 
 def _unauthorized(path: str) -> dict[str, Any]:
     message = "unauthorized: this server needs an API key (Authorization: Bearer KEY)"
-    if path.startswith(CORTEX_PREFIXES):
-        return {"message": message}
-    if path.startswith("/v1/messages"):
-        return {"type": "error", "error": {"type": "authentication_error", "message": message}}
-    if path.startswith("/v1/"):
-        return {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                          "code": "invalid_api_key"}}
     if path.startswith("/v2/"):
         return {"errors": [{"code": "UNAUTHORIZED", "message": message}]}
-    return {"error": message}
+    return error_shapes.for_path(path, 401, message, code="invalid_api_key")
 
 
 def _header(scope: Scope, name: bytes) -> str:
