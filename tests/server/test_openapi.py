@@ -49,3 +49,13 @@ def test_each_dialect_errs_in_the_documented_shape(server: Server) -> None:
             == {"message", "type", "param", "code"}
         r = c.put("/v1/presets/x", content=b"\0")  # the fuzzer's first negative case
         assert r.status_code == 400 and r.json() == {"message": "invalid JSON in request body"}
+
+
+def test_operation_ids_are_unique_and_head_still_answers(server: Server) -> None:
+    """Code generators key on operationId: GET and HEAD of one route once shared theirs."""
+    with server.client() as c:
+        doc: dict[str, Any] = c.get("/openapi.json").json()
+        heads = [c.head(p).status_code for p in ("/", "/api/tags", "/api/version")]
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert heads == [200, 200, 200]

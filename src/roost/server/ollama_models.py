@@ -64,7 +64,8 @@ def _model_entry(ref_name: Name, ref: ModelRef) -> dict[str, Any]:
     }
 
 
-@router.api_route("/tags", methods=["GET", "HEAD"], responses=doc(ListResponse))
+@router.get("/tags", responses=doc(ListResponse))
+@router.head("/tags", include_in_schema=False)
 async def tags(request: Request) -> Response:
     store = request.app.state.store
     models = [_list_entry(name, ModelRef(name, manifest, store))
@@ -148,7 +149,8 @@ async def ps(request: Request) -> Response:
     return JSONResponse({"models": models})
 
 
-@router.api_route("/version", methods=["GET", "HEAD"], responses=doc(VersionResponse))
+@router.get("/version", responses=doc(VersionResponse))
+@router.head("/version", include_in_schema=False)
 async def version() -> Response:
     # `server` tells Roost's CLI apart from an Ollama server on the same port.
     return JSONResponse({"version": __version__, "server": "roost"})

@@ -44,9 +44,10 @@ def wants_html(accept: str) -> bool:
     return any(part.split(";", 1)[0].strip().lower() == "text/html" for part in accept.split(","))
 
 
-@router.api_route("/", methods=["GET", "HEAD"], response_class=PlainTextResponse, responses={
+@router.get("/", response_class=PlainTextResponse, responses={
     200: {"description": "`Roost is running`, or the chat page when Accept names text/html",
           "content": {"text/html": {}}}})
+@router.head("/", include_in_schema=False)  # one documented operation per path and name
 async def root(request: Request) -> Response:
     if wants_html(request.headers.get("accept", "")):
         return _file(STATIC / "index.html")
