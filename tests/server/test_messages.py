@@ -119,6 +119,27 @@ def test_tool_choice_any_makes_the_model_call_a_tool(pulled: Server) -> None:
     assert use.name == "get_weather" and set(use.input) == {"city"}
 
 
+def test_count_tokens_matches_what_the_answer_reports(pulled: Server) -> None:
+    """Claude Code asks count_tokens before long requests; Ollama answers it 404."""
+    weather = {"name": "get_weather", "description": "Get the current weather for a city",
+               "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    system = "Answer briefly."
+    counted = client(pulled).messages.count_tokens(model=MODEL, system=system, messages=ask)
+    answered = client(pulled).messages.create(model=MODEL, max_tokens=4, extra_body=GREEDY,
+                                              system=system, messages=ask)
+    assert counted.input_tokens == answered.usage.input_tokens > 10
+    with_tools = client(pulled).messages.count_tokens(model=MODEL, system=system, messages=ask,
+                                                      tools=[weather])
+    assert with_tools.input_tokens > counted.input_tokens + 20  # the template lists the tool
+    with pytest.raises(anthropic.NotFoundError):
+        client(pulled).messages.count_tokens(model="no-such-model", messages=ask)
+    with pytest.raises(anthropic.BadRequestError) as err:  # the same refusals as /v1/messages
+        client(pulled).messages.count_tokens(model=MODEL, messages=ask,
+                                             thinking={"type": "enabled", "budget_tokens": 1024})
+    assert "does not support thinking" in err.value.body["error"]["message"]
+
+
 def test_an_image_is_a_clear_400(pulled: Server) -> None:
     with pytest.raises(anthropic.BadRequestError) as err:
         client(pulled).messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": [

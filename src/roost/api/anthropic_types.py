@@ -69,24 +69,34 @@ class OutputConfig(_Wire):
     format: OutputFormat | None = Field(None, description="the answer's JSON schema (structured output)")
 
 
-class MessagesRequest(_Wire):
+class CountTokensRequest(_Wire):
+    """`POST /v1/messages/count_tokens`: the conversation part of a Messages request."""
+
     model: str = Field(min_length=1)
-    max_tokens: int = Field(ge=1)
     messages: list[MessageParam] = Field(min_length=1)
     system: str | list[Block] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+    output_config: OutputConfig | None = None
+    # roost extension
+    keep_alive: str | float | None = Field(
+        None, description="how long the model stays loaded after this request (Ollama's keep_alive)")
+
+
+class MessagesRequest(CountTokensRequest):
+    max_tokens: int = Field(ge=1)
     metadata: dict[str, Any] | None = None
     stop_sequences: list[str] | None = None
     stream: bool = False
     temperature: float | None = Field(None, description="older clients' field; newer send it as an extra")
     top_p: float | None = None
     top_k: int | None = None
-    tools: list[Tool] | None = None
-    tool_choice: ToolChoice | None = None
-    thinking: Thinking | None = None
-    output_config: OutputConfig | None = None
-    # roost extensions (Ollama's option names, such as `seed` or `num_ctx`, are read too)
-    keep_alive: str | float | None = Field(
-        None, description="how long the model stays loaded after this request (Ollama's keep_alive)")
+    # Ollama's option names (such as `seed` or `num_ctx`) are read from the extra fields too
+
+
+class TokenCount(_Wire):
+    input_tokens: int = Field(description="the prompt as the model's template renders it")
 
 
 # -- responses (documented in /openapi.json; the server writes the same shapes as dicts) ----

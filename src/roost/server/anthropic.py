@@ -20,7 +20,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from roost.api.anthropic_types import AnthropicError, Block, Message, MessageParam, MessagesRequest
+from roost.api.anthropic_types import (
+    AnthropicError,
+    Block,
+    CountTokensRequest,
+    Message,
+    MessageParam,
+    MessagesRequest,
+    TokenCount,
+)
 from roost.api.responses import errors
 from roost.chat.parse import Parsed
 from roost.core import KNOWN_OPTIONS, Done, Turn
@@ -121,7 +129,7 @@ def _message(m: MessageParam, i: int, names: dict[str, str]) -> list[dict[str, A
     return out
 
 
-def _messages(body: MessagesRequest) -> list[dict[str, Any]]:
+def _messages(body: CountTokensRequest) -> list[dict[str, Any]]:
     system = _text(body.system, "system")
     out = [{"role": "system", "content": system}] if system else []
     names: dict[str, str] = {}  # tool_use id -> tool name, for the results that answer them
@@ -130,7 +138,7 @@ def _messages(body: MessagesRequest) -> list[dict[str, Any]]:
     return out
 
 
-def _tools(body: MessagesRequest) -> tuple[list[dict[str, Any]] | None, Any]:
+def _tools(body: CountTokensRequest) -> tuple[list[dict[str, Any]] | None, Any]:
     """The tools as the chat template sees them, and tool_choice as an output constraint."""
     if not body.tools:
         return None, None
@@ -149,7 +157,7 @@ def _tools(body: MessagesRequest) -> tuple[list[dict[str, Any]] | None, Any]:
     return inference.tool_choice(tools, {"type": "function", "function": {"name": choice.name}})
 
 
-def _think(body: MessagesRequest) -> Any:
+def _think(body: CountTokensRequest) -> Any:
     if body.thinking is not None:
         return body.thinking.type != "disabled"
     effort = (body.output_config.effort or "").lower() if body.output_config else ""
@@ -167,15 +175,16 @@ def _options(body: MessagesRequest) -> dict[str, Any]:
     return {**options, **{k: v for k, v in named.items() if v is not None}}
 
 
-def _format(body: MessagesRequest) -> Any:
+def _format(body: CountTokensRequest) -> Any:
     config = body.output_config
     return config.format.schema_ if config is not None and config.format is not None else None
 
 
-def _turn(body: MessagesRequest) -> Turn:
+def _turn(body: CountTokensRequest) -> Turn:
     tools, forced = _tools(body)
+    options = _options(body) if isinstance(body, MessagesRequest) else None
     return Turn(body.model, messages=_messages(body), tools=tools, format=forced or _format(body),
-                think=_think(body), options=_options(body), keep_alive=body.keep_alive, history=True)
+                think=_think(body), options=options, keep_alive=body.keep_alive, history=True)
 
 
 # -- the answer -----------------------------------------------------------------------------
@@ -321,5 +330,15 @@ async def messages(request: Request, body: MessagesRequest) -> Response:
     async def run() -> Response:
         stream = await engines.start(request, _turn(body))
         return await _respond(request, stream, body)
+
+    return await inference.guarded(run, _error_response)
+
+
+@router.post("/messages/count_tokens", responses={**_doc(), 200: {"model": TokenCount}})
+async def count_tokens(request: Request, body: CountTokensRequest) -> Response:
+    """Anthropic's token count (Claude Code asks before long requests): the prompt rendered by
+    the model's template, as /v1/messages would send it, in the model's own tokens."""
+    async def run() -> Response:
+        return JSONResponse({"input_tokens": await engines.count_tokens(request, _turn(body))})
 
     return await inference.guarded(run, _error_response)

@@ -33,6 +33,7 @@ from roost.server.inference import (
     render_chat,
     resolve_model,
     scheduler,
+    tokenizer,
 )
 from roost.threads.store import Engine as EngineRecord
 from roost.threads.store import Store
@@ -47,12 +48,20 @@ class Engine:
     async def start(self, turn: Turn) -> Answer:
         raise NotImplementedError
 
+    async def count_tokens(self, turn: Turn) -> int:
+        """The prompt's length in the model's tokens, as `start` would send it."""
+        raise NotImplementedError
+
 
 async def engine_for(request: Request, model: str) -> Engine:
     target = await remote_target(request, model)
     if target is not None:
         return RemoteEngine(*target)
     return LocalEngine(request)
+
+
+async def count_tokens(request: Request, turn: Turn) -> int:
+    return await (await engine_for(request, turn.model)).count_tokens(turn)
 
 
 async def start(request: Request, turn: Turn) -> Answer:
@@ -71,25 +80,37 @@ class LocalEngine(Engine):
     def __init__(self, request: Request) -> None:
         self.request = request
 
-    async def start(self, turn: Turn) -> Answer:
+    def _model(self, turn: Turn) -> ModelRef:
         try:
             ref = resolve_model(self.request, turn.model)
         except NotFound as exc:  # Ollama's words for a model to generate with
             raise NotFound(f"{exc}, try pulling it first") from exc
         if turn.suffix and "insert" not in ref.capabilities:
             raise BadRequest(f'"{turn.model}" does not support insert')
+        return ref
+
+    async def _prompt(self, ref: ModelRef, turn: Turn) -> str:
+        if turn.suffix:
+            return fill_in_middle(ref, turn.prompt, turn.suffix)
+        if turn.raw:
+            return turn.prompt
+        return await render_chat(ref, _messages(turn), tools=turn.tools, template=turn.template,
+                                 think=turn.think, history=turn.history and turn.context is None)
+
+    async def count_tokens(self, turn: Turn) -> int:
+        ref = self._model(turn)
+        output_parser(ref, "", turn.tools, turn.think)  # the same refusals as a generation
+        prompt = await self._prompt(ref, turn)
+        async with tokenizer(scheduler(self.request), ref, turn.keep_alive) as runner:
+            return len(await runner.tokenize(prompt))
+
+    async def start(self, turn: Turn) -> Answer:
+        ref = self._model(turn)
         scheduler(self.request).check_queue()  # a full queue refuses before the template renders
         req = build_request(ref, "", turn.options, turn.keep_alive, turn.format, turn.defaults,
                             logprobs=turn.logprobs, top_logprobs=turn.top_logprobs,
                             grammar=turn.grammar, truncate=turn.truncate, shift=turn.shift)
-        if turn.suffix:
-            req.prompt = fill_in_middle(ref, turn.prompt, turn.suffix)
-        elif turn.raw:
-            req.prompt = turn.prompt
-        else:
-            req.prompt = await render_chat(
-                ref, _messages(turn), tools=turn.tools, template=turn.template,
-                think=turn.think, history=turn.history and turn.context is None)
+        req.prompt = await self._prompt(ref, turn)
         fit = None
         if turn.truncate and turn.messages is not None and len(turn.messages) > 1:
             async def fit(runner: Runner, limit: int) -> str:
@@ -109,6 +130,10 @@ def fill_in_middle(ref: ModelRef, prefix: str, suffix: str) -> str:
 class RemoteEngine(Engine):
     def __init__(self, record: EngineRecord, model: str, key: str) -> None:
         self.record, self.model, self.key = record, model, key
+
+    async def count_tokens(self, turn: Turn) -> int:
+        raise BadRequest(f"engine '{self.record.name}' cannot count tokens: an OpenAI-compatible "
+                         "endpoint has no route for it")
 
     async def start(self, turn: Turn) -> Answer:
         if turn.raw:

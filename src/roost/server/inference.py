@@ -8,12 +8,13 @@ starts through `guarded` and `failure`, each in its own dialect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
 import string
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
@@ -35,7 +36,7 @@ from roost.durations import parse_duration
 from roost.models.names import InvalidName
 from roost.models.resolve import ModelRef, NotFound, resolve
 from roost.scheduler.runner import LoadRefused, Runner, RunnerError
-from roost.scheduler.scheduler import QueueFull, Scheduler
+from roost.scheduler.scheduler import QueueFull, Scheduler, name_key
 from roost.server import grammar as gbnf
 from roost.server import metrics
 from roost.server.disconnect import ClientGone
@@ -310,6 +311,16 @@ async def gather(stream: AsyncGenerator[Parsed | Done, None]) -> tuple[Parsed, D
     finally:
         await stream.aclose()
     raise RunnerError("the answer ended before it was done")
+
+
+@contextlib.asynccontextmanager
+async def tokenizer(scheduler: Scheduler, ref: ModelRef, keep_alive: Any) -> AsyncIterator[Runner]:
+    """The model's runner, held (and loaded if need be) while its tokenizer is used. A loaded
+    runner serves whatever its context: asking for the default one could reload it."""
+    current = scheduler.loaded.get(name_key(ref))
+    num_ctx = current.num_ctx if current is not None else None
+    async with scheduler.use(ref, num_ctx, keep_alive_seconds(keep_alive)) as loaded:
+        yield loaded.runner
 
 
 async def load_only(scheduler: Scheduler, ref: ModelRef, keep_alive: float | None) -> str:

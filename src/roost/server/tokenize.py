@@ -12,7 +12,6 @@ routes, rather than in `roost.api`, since no Roost client calls them yet.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from roost.api.responses import ErrorResponse, doc, errors
 from roost.api.types import KeepAlive
 from roost.scheduler.runner import Runner
-from roost.scheduler.scheduler import name_key
 from roost.server import inference
 from roost.server.inference import BadRequest
 from roost.server.ollama import guarded
@@ -132,17 +130,10 @@ async def server_detokenize(request: Request, body: ServerDetokenizeRequest) -> 
     return await guarded(run)
 
 
-@contextlib.asynccontextmanager
-async def _runner(request: Request, model: str | None, keep_alive: Any) -> AsyncIterator[Runner]:
-    """The model's runner, held (and loaded if need be) while the tokenizer is used. A loaded
-    runner serves whatever its context: asking for the default one could reload it."""
+def _runner(request: Request, model: str | None,
+            keep_alive: Any) -> contextlib.AbstractAsyncContextManager[Runner]:
     ref = inference.resolve_model(request, model or _only_loaded(request))
-    keep = inference.keep_alive_seconds(keep_alive)
-    scheduler = inference.scheduler(request)
-    current = scheduler.loaded.get(name_key(ref))
-    num_ctx = current.num_ctx if current is not None else None
-    async with scheduler.use(ref, num_ctx, keep) as loaded:
-        yield loaded.runner
+    return inference.tokenizer(inference.scheduler(request), ref, keep_alive)
 
 
 def _only_loaded(request: Request) -> str:
