@@ -90,7 +90,7 @@ class Turn:
     keep_alive: Any = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    history: bool = False  # the Modelfile's MESSAGE layers start the conversation (chat)
+    history: bool = False  # the Modelfile's MESSAGE layers go in (after the system text in generate)
     suffix: str | None = None  # fill in the middle: the text after the answer (insert capability)
     context: list[int] | None = None  # generate: the tokens of an earlier exchange to continue
     return_context: bool = False  # generate: the Done carries prompt + answer as tokens

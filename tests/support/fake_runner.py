@@ -94,6 +94,8 @@ def handle(msg: dict[str, Any], script: Script) -> list[dict[str, Any]]:
         return []
     if op == "tokenize":  # one "token" per word, as the done message counts them
         return [{"op": "tokens", "id": rid, "tokens": list(range(len(str(msg.get("text", "")).split())))}]
+    if op == "detokenize":  # the fake's tokens carry no text: one word per token
+        return [{"op": "text", "id": rid, "text": " ".join("w" for _ in msg.get("tokens") or [])}]
     if op == "embed":
         texts = [str(t) for t in msg.get("texts") or []]
         vectors = [[1.0] + [0.0] * (EMBED_DIMS - 1) for _ in texts]

@@ -69,11 +69,13 @@ async def start(request: Request, turn: Turn) -> Answer:
     return await (await engine_for(request, turn.model)).start(turn)
 
 
-def _messages(turn: Turn) -> list[dict[str, Any]]:
+def _messages(turn: Turn, layers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """A chat's messages, or a generate prompt as one: its system text, then the Modelfile's
+    MESSAGE `layers` (Ollama's order for generate), then the prompt as the user's message."""
     if turn.messages is not None:
         return turn.messages
     messages = [{"role": "system", "content": turn.system}] if turn.system else []
-    return [*messages, {"role": "user", "content": turn.prompt}]
+    return [*messages, *(layers or []), {"role": "user", "content": turn.prompt}]
 
 
 class LocalEngine(Engine):
@@ -94,8 +96,13 @@ class LocalEngine(Engine):
             return fill_in_middle(ref, turn.prompt, turn.suffix)
         if turn.raw:
             return turn.prompt
-        return await render_chat(ref, _messages(turn), tools=turn.tools, template=turn.template,
-                                 think=turn.think, history=turn.history and turn.context is None)
+        history = turn.history and turn.context is None  # a continued exchange had them already
+        if turn.messages is None:  # generate: the layers go after the system text
+            messages, history = _messages(turn, ref.messages if history else None), False
+        else:
+            messages = turn.messages
+        return await render_chat(ref, messages, tools=turn.tools, template=turn.template,
+                                 think=turn.think, history=history)
 
     async def count_tokens(self, turn: Turn) -> int:
         ref = self._model(turn)

@@ -162,7 +162,7 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
             keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs,
             suffix=body.suffix or None, context=body.context or None, return_context=not body.raw,
             truncate=body.truncate is not False, shift=body.shift is not False, grammar=body.grammar,
-            tagged_calls=not body.suffix))
+            tagged_calls=not body.suffix, history=True))
         return await _respond(request, stream, body.model, body.stream, _generate_shape,
                               calls_last=True)
 
