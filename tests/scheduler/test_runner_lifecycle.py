@@ -106,12 +106,15 @@ def test_second_chat_turn_reuses_the_prefix(pulled: Server) -> None:
     messages = [{"role": "system", "content": system},
                 {"role": "user", "content": "Name a colour."}]
     with pulled.client() as c:
-        first = c.post("/api/chat", json={"model": MODEL, "messages": messages,
-                                          "stream": False, "options": greedy(8)}).json()
-        messages += [first["message"], {"role": "user", "content": "Name another."}]
-        second = c.post("/api/chat", json={"model": MODEL, "messages": messages,
-                                           "stream": False, "options": greedy(8)}).json()
+        first = c.post("/v1/chat/completions", json={"model": MODEL, "messages": messages,
+                                                     "max_tokens": 8, "temperature": 0}).json()
+        messages += [first["choices"][0]["message"], {"role": "user", "content": "Name another."}]
+        second = c.post("/v1/chat/completions", json={"model": MODEL, "messages": messages,
+                                                      "max_tokens": 8, "temperature": 0}).json()
     # The first turn evaluates the whole unseen system prompt (over 80 tokens); the second
-    # only the reply and the new question.
-    assert first["prompt_eval_count"] > 80
-    assert second["prompt_eval_count"] < 30
+    # only the reply and the new question: the rest is its cached prefix.
+    evaluated = [u["prompt_tokens"] - u["prompt_tokens_details"]["cached_tokens"]
+                 for u in (first["usage"], second["usage"])]
+    assert evaluated[0] > 80
+    assert evaluated[1] < 30
+    assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"] > 80

@@ -42,6 +42,7 @@ import pytest
 
 from roost.engines.llamacpp import pacing
 from tests.conftest import MODEL, Server, start_server, stop_server
+from tests.support.metrics import scrape, value
 from tests.support.signals_and_hangups import (
     load_model,
     received,
@@ -65,6 +66,7 @@ N_BATCH = 512  # the runner's n_batch: the largest prompt chunk
 SLOWEST_STEP = 3.0  # s: the longest one generation step may take on a loaded 2-core machine
 SLOWEST_PROMPT_STEP = 1.5  # s: a prompt chunk is sized to 0.75 s of the measured rate
 STOP_TIMEOUT = 300  # s: only a server that ignored the hang-up takes this long
+EVALUATED = "roost_prompt_eval_tokens_total"  # prompt tokens a runner evaluated, cache left out
 
 
 @pytest.fixture(scope="module")
@@ -168,13 +170,16 @@ def _follow_up(server: Server, case: Case, text: str,
     else:
         body = {"model": MODEL, "messages": [{"role": "user", "content": text[:FOLLOW_UP_CHARS]}]}
     with server.client(timeout=STOP_TIMEOUT) as c:
+        before = scrape(c)
         r = c.post("/api/generate" if "prompt" in body else "/api/chat", json={
             **body, "stream": False, "options": {"temperature": 0, "num_predict": 4}})
+        after = scrape(c)
     assert r.status_code == 200, r.text
     done = r.json()
     if case.phase == "generation":
         return done["eval_duration"] / 1e9 / max(1, done["eval_count"]), done
-    count = done["prompt_eval_count"]
+    # prompt_eval_count is the whole prompt (Ollama's count); the metric, the part evaluated
+    count = int(value(after, EVALUATED, model=MODEL) - value(before, EVALUATED, model=MODEL))
     assert count >= 100, ("the departed request evaluated its prompt past the chunk in flight", done)
     per_token = done["prompt_eval_duration"] / 1e9 / count
     chunk = max(pacing.MIN_CHUNK, min(N_BATCH, int(pacing.STEP_SECONDS / per_token)))

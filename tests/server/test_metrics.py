@@ -11,25 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2 as httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MODEL, Server, greedy, start_server, stop_server
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(c: httpx.Client) -> Samples:
-    r = c.get("/metrics")
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"].startswith("text/plain")
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(r.text) for s in family.samples}
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+from tests.support.metrics import scrape, value
 
 
 def test_a_generation_moves_the_counters(pulled: Server) -> None:
@@ -47,14 +32,14 @@ def test_a_generation_moves_the_counters(pulled: Server) -> None:
         == value(before, "roost_http_requests_total", **route) + 1
     model = {"model": MODEL}
     for name, moved in (("roost_generated_tokens_total", last["eval_count"]),
-                        ("roost_prompt_eval_tokens_total", last["prompt_eval_count"]),
+                        ("roost_prompt_tokens_total", last["prompt_eval_count"]),
                         ("roost_time_to_first_token_seconds_count", 1),
                         ("roost_decode_tokens_per_second_count", 1)):
         assert value(after, name, **model) - value(before, name, **model) == moved, name
     assert last["eval_count"] > 0
-    assert value(after, "roost_prompt_tokens_total", **model) > value(before,
-                                                                     "roost_prompt_tokens_total",
-                                                                     **model)
+    evaluated = value(after, "roost_prompt_eval_tokens_total", **model) - value(
+        before, "roost_prompt_eval_tokens_total", **model)
+    assert 0 < evaluated <= last["prompt_eval_count"]  # a cached prefix is not evaluated again
     assert value(after, "roost_model_memory_bytes", **model) > 400e6  # 491 MB of weights, and KV
     assert ("roost_queue_depth", frozenset()) in after
     # The scrape before this one counted itself under its template, never a raw path.

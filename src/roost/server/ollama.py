@@ -62,11 +62,14 @@ def _error_response(exc: Exception, status: int, message: str, headers: dict[str
 # -- generation -----------------------------------------------------------------------------
 
 def _final(model: str, done: Done, started: float, extra: dict[str, Any]) -> dict[str, Any]:
+    """prompt_eval_count is the whole prompt, cached prefix included, as Ollama counts it
+    (litellm bills by it); prompt_eval_duration is the time of the part evaluated."""
     total = int((asyncio.get_running_loop().time() - started) * 1e9)
     return {
         "model": model, "created_at": now_rfc3339(), **extra, "done": True,
         "done_reason": done.reason, "total_duration": total, "load_duration": done.load_ns,
-        "prompt_eval_count": done.prompt_eval_count, "prompt_eval_duration": done.prompt_eval_ns,
+        "prompt_eval_count": done.prompt_tokens or done.prompt_eval_count,
+        "prompt_eval_duration": done.prompt_eval_ns,
         "eval_count": done.eval_count, "eval_duration": done.eval_ns,
         **({"context": done.context} if done.context else {}),
     }

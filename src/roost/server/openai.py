@@ -176,11 +176,12 @@ def _messages(model: str, messages: list[ChatMessage]) -> list[dict[str, Any]]:
 
 # -- answers --------------------------------------------------------------------------------
 
-def _usage(done: Done) -> dict[str, int]:
+def _usage(done: Done) -> dict[str, Any]:
     # prompt_tokens is the whole prompt; prompt_eval_count leaves out a reused cached prefix.
     prompt = done.prompt_tokens or done.prompt_eval_count
     return {"prompt_tokens": prompt, "completion_tokens": done.eval_count,
-            "total_tokens": prompt + done.eval_count}
+            "total_tokens": prompt + done.eval_count,
+            "prompt_tokens_details": {"cached_tokens": max(prompt - done.prompt_eval_count, 0)}}
 
 
 def _finish(done: Done) -> str:
