@@ -174,3 +174,28 @@ def test_an_answer_that_fills_the_context_shifts_it_unless_told_not_to(pulled: S
     assert kept["response"] != shifted["response"]  # what the model still saw differed
     assert ended["done_reason"] == "length", ended
     assert ended["prompt_eval_count"] + ended["eval_count"] <= 128, ended
+
+
+def test_a_null_field_means_its_default(pulled: Server) -> None:
+    """`"stream": null` is "not set" to OpenAI's spec and to Ollama's Go decoder."""
+    hi = [{"role": "user", "content": "hi"}]
+    with pulled.client() as c:
+        chat = c.post("/api/chat", json={"model": MODEL, "messages": hi, "stream": None,
+                                         "options": greedy(2)})
+        gen = c.post("/api/generate", json={"model": MODEL, "prompt": "hi", "raw": None,
+                                            "stream": False, "options": greedy(2)})
+        embed = c.post("/api/embed", json={"model": MODEL, "input": "hi", "truncate": None})
+        oai = c.post("/v1/chat/completions", json={"model": MODEL, "messages": hi, "stream": None,
+                                                   "max_tokens": 2})
+        vectors = c.post("/v1/embeddings", json={"model": MODEL, "input": "hi",
+                                                 "encoding_format": None})
+        messages = c.post("/v1/messages", json={"model": MODEL, "messages": hi, "stream": None,
+                                                "max_tokens": 2})
+        missing = c.post("/api/generate", json={"model": None, "prompt": "hi"})
+    assert chat.status_code == 200 and len(chat.text.splitlines()) > 1  # Ollama's default: a stream
+    assert gen.status_code == 200 and gen.json()["done"]
+    assert embed.status_code == 200 and embed.json()["embeddings"]
+    assert oai.status_code == 200 and oai.json()["object"] == "chat.completion"
+    assert vectors.status_code == 200 and isinstance(vectors.json()["data"][0]["embedding"], list)
+    assert messages.status_code == 200 and messages.json()["type"] == "message"
+    assert missing.status_code == 400  # a required field stays required

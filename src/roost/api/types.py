@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from roost.api.wire import Wire
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow", defer_build=True)
+_Wire = Wire  # unknown fields kept, `null` as absent (roost.api.wire)
 
 
 Think = bool | Literal["low", "medium", "high", "max"]

@@ -13,9 +13,10 @@ from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from roost.api.responses import CortexError, errors
+from roost.api.wire import Wire
 from roost.threads.store import Message, NotFound, Page, Store, Thread
 
 router = APIRouter(tags=["cortex"], responses=errors(CortexError))
@@ -25,8 +26,7 @@ PREFIXES = ("/v1/threads", "/v1/engines", "/v1/configs", "/v1/presets", "/v1/mod
 T = TypeVar("T")
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow", defer_build=True)
+_Wire = Wire  # unknown fields kept, `null` as absent
 
 
 class ThreadCreate(_Wire):

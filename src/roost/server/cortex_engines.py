@@ -13,9 +13,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from roost.api.responses import CortexError, errors
+from roost.api.wire import Wire
 from roost.server.cortex import error
 from roost.threads.store import NotFound, Store
 
@@ -26,8 +27,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 KNOWN_CONFIGS = frozenset({"huggingface_token", "github_token"})
 
 
-class EngineCreate(BaseModel):
-    model_config = ConfigDict(extra="allow", defer_build=True)
+class EngineCreate(Wire):
     name: str = Field(min_length=1)
     url: str = Field(min_length=1)
     api_key: str = ""

@@ -11,11 +11,12 @@ import json
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from roost.api.openai_types import OpenAIError
 from roost.api.responses import CortexError, errors
 from roost.api.types import ModelRequest
+from roost.api.wire import Wire
 from roost.models.names import InvalidName
 from roost.models.resolve import NotFound
 from roost.server import engines, inference, ollama_models
@@ -25,8 +26,7 @@ router = APIRouter(prefix="/v1/models", tags=["cortex"], responses=errors(Cortex
 
 
 
-class ModelBody(BaseModel):
-    model_config = ConfigDict(extra="allow", defer_build=True)
+class ModelBody(Wire):
     model: str = Field(min_length=1)
     ctx_len: int | None = Field(default=None, ge=1, le=1 << 20)
 

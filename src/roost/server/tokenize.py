@@ -16,10 +16,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import Field, StrictInt
 
 from roost.api.responses import ErrorResponse, doc, errors
 from roost.api.types import KeepAlive
+from roost.api.wire import Wire
 from roost.scheduler.runner import Runner
 from roost.server import inference
 from roost.server.inference import BadRequest
@@ -28,8 +29,7 @@ from roost.server.ollama import guarded
 router = APIRouter(responses=errors(ErrorResponse))
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="allow", defer_build=True)
+_Body = Wire  # unknown fields kept, `null` as absent
 
 
 class TokenizeRequest(_Body):
