@@ -142,6 +142,21 @@ def test_tags_show_version(pulled: Server) -> None:
     assert version["server"] == "roost" and version["version"]
 
 
+def test_show_verbose_adds_the_vocabulary_and_the_tensors(pulled: Server) -> None:
+    """Ollama leaves the token arrays empty unless `verbose`, which also lists the tensors."""
+    with pulled.client() as c:
+        plain = c.post("/api/show", json={"model": MODEL}).json()
+        verbose = c.post("/api/show", json={"model": MODEL, "verbose": True}).json()
+    assert plain["model_info"]["tokenizer.ggml.tokens"] == [] and "tensors" not in plain
+    info = verbose["model_info"]
+    assert len(info["tokenizer.ggml.tokens"]) == 151936 and "<|im_start|>" in info["tokenizer.ggml.tokens"]
+    assert len(info["tokenizer.ggml.merges"]) > 100_000 and len(info["tokenizer.ggml.token_type"]) == 151936
+    by_name = {t["name"]: t for t in verbose["tensors"]}
+    assert by_name["token_embd.weight"]["shape"] == [896, 151936]
+    assert {t["type"] for t in verbose["tensors"]} >= {"F32", "Q4_K"}
+    assert len(verbose["tensors"]) == 291  # 24 blocks of 12; the embedding, output and its norm
+
+
 def test_load_ps_and_unload(pulled: Server) -> None:
     with pulled.client() as c:
         r = c.post("/api/generate", json={"model": MODEL, "keep_alive": "10m"}).json()

@@ -166,8 +166,9 @@ class Client:
     def list(self) -> builtins.list[dict[str, Any]]:
         return builtins.list(self._request("GET", "/api/tags")["models"])
 
-    def show(self, model: str) -> dict[str, Any]:
-        return self._request("POST", "/api/show", {"model": model})  # type: ignore[no-any-return]
+    def show(self, model: str, verbose: bool = False) -> dict[str, Any]:
+        body = {"model": model, **({"verbose": True} if verbose else {})}
+        return self._request("POST", "/api/show", body)  # type: ignore[no-any-return]
 
     def ps(self) -> builtins.list[dict[str, Any]]:
         return builtins.list(self._request("GET", "/api/ps")["models"])

@@ -104,6 +104,8 @@ class ShowResponse(_Out):
     model_info: dict[str, Any] | None
     capabilities: list[str]
     modified_at: str
+    tensors: list[dict[str, Any]] | None = Field(
+        None, description="with `verbose`: each tensor's name, type and shape")
 
 
 class EmbedResponse(_Out):

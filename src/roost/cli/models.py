@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -61,19 +62,45 @@ def list_models(prefix: str | None) -> None:
 @click.option("--template", "part", flag_value="template", help="Show the template.")
 @click.option("--system", "part", flag_value="system", help="Show the system message.")
 @click.option("--json", "as_json", is_flag=True, help="Print the server's whole answer as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Show all the metadata and every tensor.")
 @handle_errors
-def show(model: str, part: str | None, as_json: bool) -> None:
+def show(model: str, part: str | None, as_json: bool, verbose: bool = False) -> None:
     """Show information about a model."""
-    info = connect().show(model)
+    info = connect().show(model, verbose=verbose)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     elif part:
         click.echo(info.get(part) or "")
     else:
-        click.echo(_summary(info), nl=False)
+        click.echo(_summary(info, verbose), nl=False)
 
 
-def _summary(info: dict) -> str:
+def _short(value: Any, width: int = 10) -> str:
+    """A metadata value in a narrow column: a long array as its first items and a count."""
+    if not isinstance(value, list):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    shown: list[str] = []
+    used = 1
+    for item in value:
+        cost = len(str(item)) + (2 if shown else 0)
+        if shown and used + cost > width:
+            break
+        shown.append(str(item))
+        used += cost
+    more = f" ...+{len(value) - len(shown)} more" if len(shown) < len(value) else ""
+    return f"[{' '.join(shown)}{more}]"
+
+
+def _verbose_sections(info: dict) -> list[str]:
+    mi = info.get("model_info") or {}
+    out = ["", "  Metadata"] + [f"    {k:<40}{_short(mi[k])}" for k in sorted(mi)]
+    tensors = info.get("tensors") or []
+    if tensors:
+        out += ["", "  Tensors"] + [f"    {t['name']:<40}{t['type']:<8}{t['shape']}" for t in tensors]
+    return out
+
+
+def _summary(info: dict, verbose: bool = False) -> str:
     mi, details = info.get("model_info") or {}, info.get("details") or {}
     arch = mi.get("general.architecture", details.get("family", ""))
     rows = [
@@ -85,6 +112,8 @@ def _summary(info: dict) -> str:
     ]
     out = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v != ""]
     out += ["", "  Capabilities"] + [f"    {c}" for c in info.get("capabilities") or []]
+    if verbose:
+        out += _verbose_sections(info)
     for title, key in (("Parameters", "parameters"), ("System", "system"), ("License", "license")):
         text = (info.get(key) or "").strip()
         if text:

@@ -78,12 +78,13 @@ class GGUFMeta:
         return tokens[int(idx)]
 
 
-def _read(f: IO[bytes], fmt: str) -> Any:
+def _read(f: IO[bytes], fmt: str, many: bool = False) -> Any:
     size = struct.calcsize(fmt)
     data = f.read(size)
     if len(data) != size:
         raise GGUFError("truncated GGUF header")
-    return struct.unpack(fmt, data)[0]
+    values = struct.unpack(fmt, data)
+    return values if many else values[0]
 
 
 def _read_str(f: IO[bytes]) -> str:
@@ -101,16 +102,26 @@ def _read_value(f: IO[bytes], vtype: GGUFValueType, keep: bool) -> Any:
     if vtype == GGUFValueType.ARRAY:
         etype = GGUFValueType(_read(f, "<I"))
         n = _read(f, "<Q")
-        if etype in _SCALARS and not keep:
-            f.seek(n * struct.calcsize(_SCALARS[etype]), 1)
-            return []
+        if keep and n > 1 << 26:
+            raise GGUFError("implausible array length in GGUF header")
+        if etype in _SCALARS:
+            fmt = _SCALARS[etype]
+            if not keep:
+                f.seek(n * struct.calcsize(fmt), 1)
+                return []
+            return list(_read(f, f"<{n}{fmt[1]}", many=True))  # one unpack for the whole array
         items = [_read_value(f, etype, keep) for _ in range(n)]
         return items
     raise GGUFError(f"unknown GGUF value type {vtype}")
 
 
-def read(path: Path, want_tokens: bool = True) -> tuple[GGUFMeta, list[str] | None]:
-    """Return the metadata (small arrays kept, large ones emptied) and the token texts."""
+def read(path: Path, want_tokens: bool = True,
+         whole: bool = False) -> tuple[GGUFMeta, list[str] | None]:
+    """Return the metadata (small arrays kept, large ones emptied) and the token texts.
+
+    `whole` keeps every array, the vocabulary and merges too (`show --verbose`): some 300k
+    strings for a Qwen model, a second or so, so never on a path that runs per request.
+    """
     meta = GGUFMeta()
     tokens: list[str] | None = None
     with path.open("rb") as f:
@@ -125,11 +136,11 @@ def read(path: Path, want_tokens: bool = True) -> tuple[GGUFMeta, list[str] | No
             key = _read_str(f)
             vtype = GGUFValueType(_read(f, "<I"))
             is_tokens = key == "tokenizer.ggml.tokens"
-            value = _read_value(f, vtype, keep=is_tokens and want_tokens)
+            value = _read_value(f, vtype, keep=whole or (is_tokens and want_tokens))
             if is_tokens:
                 tokens = value if want_tokens else None
-                value = []
-            elif isinstance(value, list) and len(value) > _KEEP_ARRAY:
+                value = value if whole else []
+            elif isinstance(value, list) and len(value) > _KEEP_ARRAY and not whole:
                 value = []
             meta.kv[key] = value
         for _ in range(n_tensors):

@@ -33,7 +33,7 @@ from roost.api.responses import (
     errors,
 )
 from roost.api.types import CopyRequest, CreateRequest, LinkRequest, ModelRequest
-from roost.models import catalog, gguf_check, huggingface, link, modelfile, quantize, transfer
+from roost.models import catalog, gguf_check, gguf_meta, huggingface, link, modelfile, quantize, transfer
 from roost.models.create import CreateError, Spec, copy, create
 from roost.models.names import DEFAULT_HOST, InvalidName, Name
 from roost.models.pull import ModelNotFound, pull, pull_hub
@@ -91,6 +91,7 @@ async def show(request: Request, body: ModelRequest) -> Response:
             return JSONResponse(_remote_show(target[0].name, target[1]))
         ref = inference.resolve_model(request, body.target)
         params = ref.params
+        verbose = await asyncio.to_thread(_verbose_info, ref) if body.verbose else {}
         return JSONResponse({
             "license": ref.license or "",
             "modelfile": _modelfile(ref),
@@ -99,12 +100,25 @@ async def show(request: Request, body: ModelRequest) -> Response:
             "system": ref.system or "",
             "details": ref.details,
             "messages": ref.messages,
-            "model_info": ref.config.get("model_info") or {},
+            "model_info": {**(ref.config.get("model_info") or {}), **verbose.get("arrays", {})},
             "capabilities": ref.capabilities,
             "modified_at": ref.manifest.modified_at.isoformat().replace("+00:00", "Z"),
+            **({"tensors": verbose["tensors"]} if verbose else {}),
         })
 
     return await guarded(run)
+
+
+def _verbose_info(ref: ModelRef) -> dict[str, Any]:
+    """What `verbose` adds, read from the weights' header: the arrays the stored metadata
+    leaves empty (vocabulary, merges, token types) and every tensor's name, type and shape."""
+    try:
+        meta, _ = gguf_meta.read(ref.weights_path, want_tokens=False, whole=True)
+    except (OSError, gguf_meta.GGUFError) as exc:
+        raise BadRequest(f"model '{ref.name}': its weights cannot be read: {exc}") from exc
+    arrays = {k: v for k, v in meta.kv.items() if isinstance(v, list)}
+    tensors = [{"name": t.name, "type": t.type_name, "shape": list(t.shape)} for t in meta.tensors]
+    return {"arrays": arrays, "tensors": tensors}
 
 
 def _remote_show(engine: str, model: str) -> dict[str, Any]:
