@@ -19,8 +19,13 @@ def test_pull_start_stop_delete_in_cortex_shape(pulled: Server) -> None:
         assert r.status_code == 404 and set(r.json()) == {"message"}
         assert c.post("/v1/models/start", json={"model": MODEL, "ctx_len": 2048}).status_code == 200
         assert MODEL in loaded(pulled)
+        assert c.get(f"/v1/models/status/{MODEL}").json() == {"message": "Model is running"}
         assert c.post("/v1/models/stop", json={"model": MODEL}).status_code == 200
         assert MODEL not in loaded(pulled)
+        r = c.get(f"/v1/models/status/{MODEL}")
+        assert r.status_code == 400 and "not loaded" in r.json()["message"]
+        r = c.get("/v1/models/status/missing:1")
+        assert r.status_code == 404 and set(r.json()) == {"message"}
         r = c.post("/v1/models/stop", json={"model": MODEL})
         assert r.status_code == 400 and "not loaded" in r.json()["message"]
         r = c.post("/v1/models/start", json={"model": "missing:1"})

@@ -86,6 +86,28 @@ def test_remote_errors_are_one_line(server: Server, backend: Server) -> None:
     one_line_error(roost(server, "engines", "rm", "gone"), "not found")
 
 
+def test_a_remote_model_is_known_to_the_model_and_engine_routes(server: Server, backend: Server) -> None:
+    assert roost(server, "engines", "add", "cluster3", "--url", f"{backend.url}/v1",
+                 "--api-key", KEY).returncode == 0
+    remote = f"{MODEL}:cluster3"
+    with server.client() as c:
+        model = c.get(f"/v1/models/{remote}")
+        status = c.get(f"/v1/models/status/{remote}")
+        engine = c.get("/v1/engines/cluster3")
+        local = c.get("/v1/engines/llama-cpp")
+        missing = c.get("/v1/engines/nope")
+        embed = c.post("/api/embed", json={"model": remote, "input": "hi"})
+        vectors = c.post("/v1/embeddings", json={"model": remote, "input": "hi"})
+    assert model.status_code == 200 and model.json()["owned_by"] == "cluster3"
+    assert status.status_code == 200
+    [entry] = engine.json()
+    assert entry["type"] == "remote" and entry["api_key"] == "sk-…cdef" and KEY not in engine.text
+    assert local.json()[0]["type"] == "local"
+    assert missing.status_code == 404 and set(missing.json()) == {"message"}
+    assert embed.status_code == 400 and "served by engine 'cluster3'" in embed.json()["error"]
+    assert vectors.status_code == 400 and "chat only" in vectors.json()["error"]["message"]
+
+
 def test_configs_persist_across_a_restart_and_stay_secret(tmp_path: Path) -> None:
     home = tmp_path / "home"
     srv = start_server(home)

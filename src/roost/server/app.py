@@ -97,6 +97,7 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
 
     app.include_router(ollama.router)
     app.include_router(ollama_models.router)
+    app.include_router(cortex_models.router)  # before openai's GET /v1/models/{model:path}
     app.include_router(openai.router)
     app.include_router(openai_responses.router)
     app.include_router(anthropic.router)
@@ -104,7 +105,6 @@ def create_app(home: Path | None = None, bind_host: str = "127.0.0.1",
     app.include_router(cortex.router)
     app.include_router(cortex_engines.router)
     app.include_router(presets.router)
-    app.include_router(cortex_models.router)
     app.include_router(tokenize.router)
     app.include_router(web.router)  # `/`: the status line, or the chat page for a browser
     metrics.install(app)  # last: its middleware counts every answer

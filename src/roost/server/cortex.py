@@ -22,7 +22,7 @@ from roost.threads.store import Message, NotFound, Page, Store, Thread
 router = APIRouter(tags=["cortex"], responses=errors(CortexError))
 # The routes with Cortex's error shape, {"message": ...}.
 PREFIXES = ("/v1/threads", "/v1/engines", "/v1/configs", "/v1/presets", "/v1/models/pull",
-            "/v1/models/start", "/v1/models/stop", "/healthz")
+            "/v1/models/start", "/v1/models/stop", "/v1/models/status/", "/healthz")
 T = TypeVar("T")
 
 

@@ -51,13 +51,23 @@ def _db(request: Request) -> Store:
     return request.app.state.db  # type: ignore[no-any-return]
 
 
-@router.get("/v1/engines")
-async def list_engines(request: Request) -> Response:
+async def _engines(request: Request) -> list[dict[str, Any]]:
     engines = await asyncio.to_thread(_db(request).engines)
     data: list[dict[str, Any]] = [{"name": LOCAL, "type": "local", "url": None, "api_key": ""}]
-    data += [{"name": e.name, "type": "remote", "url": e.url, "api_key": mask(e.api_key)}
-             for e in engines]
-    return JSONResponse({"object": "list", "data": data})
+    return data + [{"name": e.name, "type": "remote", "url": e.url, "api_key": mask(e.api_key)}
+                   for e in engines]
+
+
+@router.get("/v1/engines")
+async def list_engines(request: Request) -> Response:
+    return JSONResponse({"object": "list", "data": await _engines(request)})
+
+
+@router.get("/v1/engines/{name}")
+async def get_engine(request: Request, name: str) -> Response:
+    """Cortex answers a list (an engine's installed variants): here, the one engine."""
+    found = [e for e in await _engines(request) if e["name"] == name]
+    return JSONResponse(found) if found else error(404, f"engine '{name}' not found")
 
 
 @router.post("/v1/engines")

@@ -1,4 +1,5 @@
-"""Cortex's model routes, with the model named in the body: pull, start, stop, and delete.
+"""Cortex's model routes, with the model named in the body: pull, start, stop, and delete;
+and its status route.
 
 They do what Ollama's routes do (and reuse them): a pull from the catalog or a registry,
 a load that keeps the model for the default keep_alive, an unload, a delete. Answers and
@@ -19,6 +20,7 @@ from roost.api.types import ModelRequest
 from roost.api.wire import Wire
 from roost.models.names import InvalidName
 from roost.models.resolve import NotFound
+from roost.scheduler.scheduler import name_key
 from roost.server import engines, inference, ollama_models
 from roost.server.cortex import error
 
@@ -67,6 +69,21 @@ async def stop(request: Request, body: ModelBody) -> Response:
     if not await inference.scheduler(request).unload(ref):
         return error(400, f"model '{body.model}' is not loaded")
     return JSONResponse({"message": f"Model '{body.model}' is unloaded"})
+
+
+@router.get("/status/{model:path}")
+async def status(request: Request, model: str) -> Response:
+    """Cortex's `GET /v1/models/status/{id}`: 200 while the model is loaded, else a 400 saying
+    why (404 for a model the store does not have)."""
+    if await engines.remote_target(request, model) is not None:
+        return JSONResponse({"message": "Model is running"})  # its engine serves it
+    try:
+        ref = inference.resolve_model(request, model)
+    except (NotFound, inference.BadRequest) as exc:
+        return error(404 if isinstance(exc, NotFound) else 400, str(exc))
+    if inference.scheduler(request).loaded.get(name_key(ref)) is None:
+        return error(400, f"model '{model}' is not loaded")
+    return JSONResponse({"message": "Model is running"})
 
 
 @router.delete("/{model:path}", responses=errors(OpenAIError))  # OpenAI's route, OpenAI's errors

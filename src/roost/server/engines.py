@@ -60,6 +60,16 @@ async def engine_for(request: Request, model: str) -> Engine:
     return LocalEngine(request)
 
 
+async def local_model(request: Request, model: str, work: str) -> ModelRef:
+    """A model from the store, for `work` that only the local engine does (embeddings): a
+    remote engine's model is named as such, not reported missing."""
+    target = await remote_target(request, model)
+    if target is not None:
+        raise BadRequest(f"model '{model}' is served by engine '{target[0].name}', which Roost "
+                         f"uses for chat only: {work} need a local model")
+    return resolve_model(request, model)
+
+
 async def count_tokens(request: Request, turn: Turn) -> int:
     return await (await engine_for(request, turn.model)).count_tokens(turn)
 

@@ -195,7 +195,7 @@ async def chat(request: Request, body: ChatRequest) -> Response:
 @router.post("/embed", responses=doc(EmbedResponse))
 async def embed(request: Request, body: EmbedRequest) -> Response:
     async def run() -> Response:
-        ref = inference.resolve_model(request, body.model)
+        ref = await engines.local_model(request, body.model, "embeddings")
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         texts = [t for t in texts if t] if isinstance(body.input, str) else texts
         started = asyncio.get_running_loop().time()
@@ -212,7 +212,7 @@ async def embed(request: Request, body: EmbedRequest) -> Response:
 @router.post("/embeddings", responses=doc(EmbeddingsResponse))
 async def embeddings(request: Request, body: EmbeddingsRequest) -> Response:
     async def run() -> Response:
-        ref = inference.resolve_model(request, body.model)
+        ref = await engines.local_model(request, body.model, "embeddings")
         texts = [body.prompt] if body.prompt else []
         vectors, _, _ = await inference.embed(inference.scheduler(request), ref, texts, True, None,
                                               body.options, body.keep_alive)

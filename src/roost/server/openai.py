@@ -362,7 +362,7 @@ async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or not all(isinstance(t, str) for t in texts):
             raise BadRequest("input must be a non-empty string or list of strings")
-        ref = inference.resolve_model(request, body.model)
+        ref = await engines.local_model(request, body.model, "embeddings")
         extra = body.model_extra or {}
         options = {k: v for k, v in extra.items() if k in KNOWN_OPTIONS}
         vectors, count, _ = await inference.embed(
@@ -396,6 +396,9 @@ async def list_models(request: Request) -> Response:
 
 @router.get("/models/{model:path}", responses=_doc(ModelObject))
 async def retrieve_model(request: Request, model: str) -> Response:
+    target = await engines.remote_target(request, model)
+    if target is not None:  # `MODEL:ENGINE` is usable, so it exists
+        return JSONResponse({"id": model, "object": "model", "created": 0, "owned_by": target[0].name})
     try:
         ref = resolve(request.app.state.store, model)
     except (InvalidName, NotFound):
