@@ -75,6 +75,13 @@ def answer(server: Server, name: str) -> str:
     return str(r.json()["response"])
 
 
+def embed(server: Server, name: str) -> np.ndarray:
+    with server.client() as c:
+        r = c.post("/api/embed", json={"model": name, "input": "def hello():", "keep_alive": "1m"})
+    assert r.status_code == 200, r.text
+    return np.array(r.json()["embeddings"][0])
+
+
 def test_a_lora_is_stored_as_a_layer_and_applied_at_load(srv: Server, shapes: dict[str, tuple[int, ...]],
                                                          tmp_path: Path) -> None:
     zero = upload_blob(srv, write_lora(tmp_path / "zero.gguf", shapes))
@@ -89,6 +96,10 @@ def test_a_lora_is_stored_as_a_layer_and_applied_at_load(srv: Server, shapes: di
     changed = answer(srv, "lora-strong:1")
     assert changed != base  # applied, and on a runner of its own
     assert len(runner_pids(srv)) == 3
+    # Embeddings come from the adapted model too (its own embedding context).
+    base_vec, zero_vec, strong_vec = (embed(srv, n) for n in (MODEL, "lora-zero:1", "lora-strong:1"))
+    assert np.allclose(zero_vec, base_vec, atol=1e-5)
+    assert not np.allclose(strong_vec, base_vec, atol=1e-3)
     # A model made FROM an adapted model keeps its adapter.
     with srv.client() as c:
         r = c.post("/api/create", json={"model": "lora-strong-child:1", "from": "lora-strong:1",

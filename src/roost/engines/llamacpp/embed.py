@@ -44,6 +44,10 @@ class Embedder:
         self.ctx = ll.llama_init_from_model(model.model, cparams)
         if not self.ctx:
             raise EmbedError("llama.cpp could not create an embedding context")
+        if not model.attach_adapters(self.ctx):
+            ll.llama_free(self.ctx)
+            raise EmbedError("llama.cpp could not set the model's LoRA adapters on the "
+                             "embedding context")
         self.memory = ll.llama_get_memory(self.ctx)
         self.n_embd = ll.llama_model_n_embd(model.model)
         self.batch = ll.llama_batch_init(self.n_ctx, 0, 1)

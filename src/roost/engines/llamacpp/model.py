@@ -118,12 +118,20 @@ class Model:
                 raise LoadError(f"llama.cpp could not apply the adapter {path.name} "
                                 "(not a LoRA for this model?)")
             loaded.append(adapter)
-        adapters = (ll.llama_adapter_lora_p_ctypes * len(loaded))(*loaded)
-        scales = (ctypes.c_float * len(loaded))(*([1.0] * len(loaded)))
-        if ll.llama_set_adapters_lora(self.ctx, adapters, len(loaded), scales) != 0:
+        self.adapters = loaded
+        if not self.attach_adapters(self.ctx):
             self.close()
             raise LoadError("llama.cpp could not set the LoRA adapters on the context")
-        self.adapters = loaded
+
+    def attach_adapters(self, ctx: Any) -> bool:
+        """Set the model's adapters, each at scale 1, on a context of it: the generation one,
+        or the embedding one, so that embeddings come from the same adapted model."""
+        if not self.adapters:
+            return True
+        n = len(self.adapters)
+        adapters = (ll.llama_adapter_lora_p_ctypes * n)(*self.adapters)
+        scales = (ctypes.c_float * n)(*([1.0] * n))
+        return bool(ll.llama_set_adapters_lora(ctx, adapters, n, scales) == 0)
 
     def warm_up(self) -> None:
         """Decode a short prompt and one more token, then forget them.
