@@ -78,6 +78,41 @@ def test_the_shell_saves_its_chat_as_a_thread(pulled: Server, greedy_model: str)
     assert data[0]["content"][0]["text"]["value"] == "Say hello."
 
 
+def test_an_interrupted_turn_is_left_out_when_the_thread_resumes(pulled: Server, greedy_model: str) -> None:
+    """Ctrl+C (a partial answer) and a failed turn (none at all) stay in the thread, marked
+    incomplete, but a resumed session does not give them to the model again."""
+    from tests.cli.test_shell import PASTE_OFF, Shell
+
+    shell = Shell(pulled, greedy_model, ROOST_NOHISTORY="1")
+    shell.line("Say hello.")
+    shell.line("/set parameter num_predict 400")
+    shell.child.send("Write a very long story about a dragon.\r")
+    shell.child.expect_exact(PASTE_OFF)
+    shell.child.expect(r"\w+\W+\w+\W+\w+")  # the answer is streaming
+    shell.child.send("\x03")
+    shell.prompt(timeout=20)
+    shell.line("/set think")  # this model cannot think: the next turn fails before any answer
+    assert "Error:" in shell.line("Tell me a secret.")
+    shell.child.send("/bye\r")
+    shell.child.expect(r"thread: (thread_\w+)")
+    thread = shell.child.match.group(1)
+    shell.child.expect(pexpect.EOF)
+    shell.child.close()
+    assert shell.child.exitstatus == 0
+    with pulled.client() as c:
+        data = c.get(f"/v1/threads/{thread}/messages", params={"order": "asc"}).json()["data"]
+    assert [(m["role"], m["status"]) for m in data] == [
+        ("user", "completed"), ("assistant", "completed"), ("user", "completed"),
+        ("assistant", "incomplete"), ("user", "completed"), ("assistant", "incomplete")]
+    assert data[3]["content"][0]["text"]["value"]  # the partial answer is on record
+
+    resumed = Shell(pulled, args=("-t", thread), ROOST_NOHISTORY="1")
+    assert ">>> Say hello." in resumed.opening  # the conversation the model is given
+    assert "dragon" not in resumed.opening and "secret" not in resumed.opening
+    assert data[3]["content"][0]["text"]["value"][:20] not in resumed.opening
+    assert resumed.exit() == 0
+
+
 def test_killing_the_server_mid_answer_leaves_the_thread_intact(tmp_path: Path) -> None:
     import os
     import signal

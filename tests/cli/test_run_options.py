@@ -99,14 +99,16 @@ def test_no_model_on_a_terminal_offers_the_store(pulled: Server) -> None:
     with pulled.client() as c:  # the most recent model in a store other tests share
         assert c.post("/api/pull", json={"model": MODEL, "stream": False}).status_code == 200
     env = {**pulled.env(), "PROMPT_TOOLKIT_NO_CPR": "1"}
-    child = pexpect.spawn(sys.executable, ["-m", "roost", "run"], env=env, encoding="utf-8",
-                          dimensions=(24, 100), timeout=60)
-    child.expect("Select a model")
-    child.expect(MODEL)
-    child.send("\x1b")  # Esc leaves, as Ctrl+C does
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 130
+    for key, code in (("\x1b", 0), ("q", 0), ("\x03", 130)):  # Esc and q leave; Ctrl+C interrupts
+        child = pexpect.spawn(sys.executable, ["-m", "roost", "run"], env=env, encoding="utf-8",
+                              dimensions=(24, 100), timeout=60)
+        child.expect("Select a model")
+        child.expect(MODEL)
+        child.send(key)
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == code, (repr(key), child.before)
+        assert "Error" not in str(child.before) and ">>> " not in str(child.before)
     child = pexpect.spawn(sys.executable, ["-m", "roost", "run"], env=env, encoding="utf-8",
                           dimensions=(24, 100), timeout=60)
     child.expect(MODEL)

@@ -30,8 +30,9 @@ def plain(text: str) -> str:
 
 class Shell:
     def __init__(self, server: Server, model: str = MODEL, dimensions: tuple[int, int] = (24, 100),
-                 **env: str) -> None:
-        self.child = pexpect.spawn(sys.executable, ["-m", "roost", "run", model],
+                 args: tuple[str, ...] = (), **env: str) -> None:
+        """`roost run MODEL`, or `roost run ARGS...` when args are given."""
+        self.child = pexpect.spawn(sys.executable, ["-m", "roost", "run", *(args or (model,))],
                                    env=server.env(PROMPT_TOOLKIT_NO_CPR="1", **env),
                                    dimensions=dimensions, encoding="utf-8", timeout=60)
         self.opening = self.prompt()
@@ -72,6 +73,15 @@ def show(server: Server, model: str) -> dict[str, Any]:
 
 def saved_messages(server: Server, model: str) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in show(server, model).get("messages") or []]
+
+
+def pull_requests(server: Server) -> float:
+    """How many /api/pull requests the server has answered, whatever their status."""
+    from tests.support.metrics import scrape
+
+    with server.client() as c:
+        return sum(v for (name, labels), v in scrape(c).items()
+                   if name == "roost_http_requests_total" and ("route", "/api/pull") in labels)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -182,8 +192,10 @@ def test_errors_images_and_clear_keep_nothing(pulled: Server, tmp_path: Path) ->
     image.write_bytes(b"\x89PNG\r\n\x1a\n")
     out = sh.line(f"What is in {image}?").strip()
     assert "cannot see images" in out and "\n" not in out
-    out = sh.line("/load no-such-model:1b")
-    assert "Error:" in out and "not found" in out and "Traceback" not in out
+    pulls = pull_requests(pulled)
+    out = sh.line("/load no-such-model:1b")  # not in the store: said, and nothing is pulled
+    assert out.strip() == "Loading model 'no-such-model:1b'\nCouldn't find model 'no-such-model:1b'"
+    assert pull_requests(pulled) == pulls
     assert "qwen2" in sh.line("/show info")  # still the same model
     sh.line("Reply OK.")
     assert sh.line("/clear").strip() == "Cleared session context"
@@ -193,6 +205,8 @@ def test_errors_images_and_clear_keep_nothing(pulled: Server, tmp_path: Path) ->
 
 
 def test_load_keeps_the_conversation(pulled: Server) -> None:
+    with pulled.client(timeout=240) as c:  # /load takes a model from the store; it never pulls
+        assert c.post("/api/pull", json={"model": "gemma3:270m", "stream": False}).status_code == 200
     sh = Shell(pulled)
     sh.short_answers(num_predict=5)
     sh.line("My name is Zorblax. Reply OK.")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pexpect
+import pytest
 
 from tests.support import THINKING_MODEL, TOOLS_MODEL, FakeServer
 
@@ -67,14 +68,37 @@ def test_no_color_means_no_escape_codes_on_a_terminal(fake: FakeServer) -> None:
     assert out.replace("\r\n", "\n") == PLAIN
 
 
-def test_think_level_reaches_the_prompt(fake: FakeServer) -> None:
+@pytest.mark.parametrize("args", [["--think=low"], ["--think", "max"], ["--think=max"]])
+def test_think_level_reaches_the_prompt(fake: FakeServer, args: list[str]) -> None:
     """The fake cannot see `think`, but the template renders the level into the prompt it gets."""
-    log = fake.script(rules=[("Reasoning: low", ["<think>", "briefly", "</think>", "Low effort."])],
+    level = args[-1].removeprefix("--think=")
+    log = fake.script(rules=[(f"Reasoning: {level}", ["<think>", "briefly", "</think>", "Leveled."])],
                       answers=[["Other."]])
-    r = roost(fake, "run", "--think=low", THINKING_MODEL, "What is 2+2?")
+    r = roost(fake, "run", *args, THINKING_MODEL, "What is 2+2?")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.endswith("Low effort.\n")
-    assert "Reasoning: low" in fake.prompts(log)[-1]
+    assert r.stdout.endswith("Leveled.\n")
+    assert f"Reasoning: {level}" in fake.prompts(log)[-1]
+
+
+def test_set_think_max_in_the_shell(fake: FakeServer) -> None:
+    from tests.cli.test_shell import Shell
+
+    log = fake.script(rules=[("Reasoning: max", ["<think>", "hard", "</think>", "Max effort."])],
+                      answers=[["Other."]])
+    sh = Shell(fake.server, THINKING_MODEL, ROOST_NOHISTORY="1")
+    assert sh.line("/set think max").strip() == "Set 'think' mode to 'max'."
+    assert "Max effort." in sh.line("What is 2+2?")
+    assert "Reasoning: max" in fake.prompts(log)[-1]
+    assert sh.line("/set think maximal").strip().startswith("Invalid think level 'maximal'")
+    assert sh.exit() == 0
+
+
+def test_hidethinking_on_a_model_that_cannot_think_just_answers(fake: FakeServer) -> None:
+    """--hidethinking hides thinking; it does not ask a model to think (no --think: the server decides)."""
+    fake.script(answers=[["Four."]])
+    r = roost(fake, "run", "--hidethinking", TOOLS_MODEL, "What is 2+2?")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Four.\n" and r.stderr == ""
 
 
 def test_think_false_closes_the_thinking_in_the_prompt(fake: FakeServer) -> None:

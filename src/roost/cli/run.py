@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from roost.api.client import Client
     from roost.cli.session import Session, Settings
 
-THINK_LEVELS = ("true", "false", "low", "medium", "high")
+THINK_LEVELS = ("true", "false", "low", "medium", "high", "max")
 
 
 class _RunCommand(click.Command):
@@ -50,8 +50,8 @@ class _RunCommand(click.Command):
 @click.option("-o", "--option", "options", multiple=True, metavar="NAME=VALUE",
               help="A model option (num_ctx=8192, temperature=0, stop=...); repeatable.")
 @click.option("--think", type=click.Choice(THINK_LEVELS), metavar="LEVEL",
-              help="Let a thinking model think: true, false, low, medium or high.")
-@click.option("--hidethinking", is_flag=True, help="Think, but do not print the thinking.")
+              help="Let a thinking model think: true, false, low, medium, high or max.")
+@click.option("--hidethinking", is_flag=True, help="Do not print the thinking of a model that thinks.")
 @click.option("--verbose", is_flag=True, help="Print timings after each response.")
 @click.option("--nowordwrap", is_flag=True, help="Do not wrap long lines.")
 @click.option("--insecure", is_flag=True, help="Allow a plain-HTTP registry for the pull.")
@@ -72,7 +72,7 @@ def run(model: str | None, prompt: tuple[str, ...], chat: bool, thread: str | No
     from roost.cli.session import Session, Settings
 
     settings = Settings(options=parse_options(options), system=system, format=parse_format(fmt),
-                        think=parse_think(think, hidethinking), hide_thinking=hidethinking,
+                        think=parse_think(think), hide_thinking=hidethinking,
                         keepalive=check_keepalive(keepalive), verbose=verbose,
                         wordwrap=not nowordwrap)
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
@@ -85,6 +85,8 @@ def run(model: str | None, prompt: tuple[str, ...], chat: bool, thread: str | No
         model, prompt = _thread_model(client, thread, model, prompt)
     text = _prompt_text(prompt)
     model = model or _choose_model(client, terminal)
+    if model is None:  # left the picker: nothing was asked
+        return
     ensure_model(client, model, insecure)
     if truncate is not None or dimensions is not None or _embeds_only(client, model):
         _embed(client, model, text, truncate, dimensions, keepalive)
@@ -172,7 +174,9 @@ def _prompt_text(prompt: tuple[str, ...]) -> str:
     return text
 
 
-def _choose_model(client: Client, terminal: bool) -> str:
+def _choose_model(client: Client, terminal: bool) -> str | None:
+    """A model from the store, picked on the terminal; None when the user leaves (q, Esc),
+    which is no error. Ctrl+C there is still an interrupt (exit 130)."""
     names = [m["name"] for m in client.list()]
     if not terminal:
         raise click.UsageError("no model given: name one, as in `roost run MODEL`")
@@ -186,10 +190,11 @@ def _choose_model(client: Client, terminal: bool) -> str:
     @keys.add("escape", eager=True)
     @keys.add("q")
     def _leave(event: Any) -> None:
-        event.app.exit(exception=KeyboardInterrupt)
+        event.app.exit(result=None)
 
-    return str(choice("Select a model (Enter to run it, Esc or q to leave):",
-                      options=[(n, n) for n in names], key_bindings=keys))
+    picked = choice("Select a model (Enter to run it, Esc or q to leave):",
+                    options=[(n, n) for n in names], key_bindings=keys)
+    return str(picked) if picked else None
 
 
 def _embeds_only(client: Client, model: str) -> bool:
@@ -252,9 +257,11 @@ def parse_format(fmt: str | None) -> Any:
     return schema
 
 
-def parse_think(think: str | None, hide: bool) -> bool | str | None:
+def parse_think(think: str | None) -> bool | str | None:
+    """No --think leaves `think` unset: the server lets a thinking model think and asks
+    nothing of one that cannot, as Ollama's CLI does; --hidethinking changes only the printing."""
     if think is None:
-        return True if hide else None
+        return None
     return {"true": True, "false": False}.get(think, think)
 
 

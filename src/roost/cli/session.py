@@ -42,11 +42,11 @@ class Session:
         self.thread_id: str | None = None
 
     def resume(self, thread_id: str) -> None:
-        """Continue a saved thread: its messages, oldest first, are the conversation so far."""
+        """Continue a saved thread: its messages, oldest first, are the conversation so far,
+        less its interrupted turns, which the thread keeps on record but the model never sees."""
         self.client.thread(thread_id)  # an unknown id is the user's error, said at once
         self.thread_id, self.save = thread_id, True
-        self.messages = [{"role": m["role"], "content": _text(m)} for m in self.client.messages(thread_id)
-                         if m["role"] in ("user", "assistant", "system")]
+        self.messages = _completed_turns(self.client.messages(thread_id))
 
     def _store(self, question: str, answer: str, complete: bool) -> None:
         if not self.save:
@@ -55,9 +55,10 @@ class Session:
             title = " ".join(question.split())[:60]
             self.thread_id = self.client.create_thread(title, self.model)["id"]
         self.client.add_message(self.thread_id, "user", question)
-        if answer or complete:
-            self.client.add_message(self.thread_id, "assistant", answer,
-                                    "completed" if complete else "incomplete")
+        # Even an empty answer is stored when cut off: its "incomplete" mark is what tells
+        # resume() to leave the question out.
+        status = "completed" if complete else "incomplete"
+        self.client.add_message(self.thread_id, "assistant", answer, status)
 
     def load(self) -> None:
         """Load the model before the first prompt, with a spinner on a terminal."""
@@ -115,6 +116,20 @@ class Session:
 
     def clear(self) -> None:
         self.messages.clear()
+
+
+def _completed_turns(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A thread's messages as the model's context: an answer marked incomplete (Ctrl+C, an
+    error) is dropped with the question it answered, as the live session forgot that turn."""
+    kept: list[dict[str, Any]] = []
+    for m in stored:
+        if m["role"] == "assistant" and m.get("status", "completed") != "completed":
+            if kept and kept[-1]["role"] == "user":
+                kept.pop()
+            continue
+        if m["role"] in ("user", "assistant", "system"):
+            kept.append({"role": m["role"], "content": _text(m)})
+    return kept
 
 
 def _text(message: dict[str, Any]) -> str:

@@ -50,8 +50,9 @@ def cmd_list(shell: Shell, args: list[str], line: str) -> bool:
 
 
 def cmd_load(shell: Shell, args: list[str], line: str) -> bool:
-    """Switch models and keep the conversation; pull the new one first if it is missing."""
-    from roost.cli.common import ensure_model
+    """Switch models and keep the conversation. Only a model in the store: as in Ollama's
+    shell, a name it lacks is said and nothing is pulled (`roost pull` is for that)."""
+    from roost.api.client import ResponseError
 
     if len(args) != 2:
         print("Usage:\n  /load <modelname>")
@@ -59,7 +60,13 @@ def cmd_load(shell: Shell, args: list[str], line: str) -> bool:
     session, before = shell.session, shell.session.model
     print(f"Loading model '{args[1]}'")
     try:
-        ensure_model(session.client, args[1])
+        session.client.show(args[1])
+    except ResponseError as exc:
+        if exc.status != 404:
+            raise
+        print(f"Couldn't find model '{args[1]}'")
+        return False
+    try:
         session.model = args[1]
         session.load()
     except BaseException:

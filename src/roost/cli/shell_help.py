@@ -34,7 +34,7 @@ Available Commands:
   /set noformat          Disable formatting
   /set verbose           Show LLM stats
   /set quiet             Disable LLM stats
-  /set think [level]     Enable thinking (level: low, medium or high)
+  /set think [level]     Enable thinking (level: low, medium, high or max)
   /set nothink           Disable thinking
 """
 

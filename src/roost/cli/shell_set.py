@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from roost.cli.session import Settings
     from roost.cli.shell import Shell
 
-THINK_LEVELS: dict[str, bool | str] = {"true": True, "false": False,
-                                       "low": "low", "medium": "medium", "high": "high"}
+THINK_LEVELS: dict[str, bool | str] = {"true": True, "false": False, "low": "low",
+                                       "medium": "medium", "high": "high", "max": "max"}
 
 
 def cmd_set(shell: Shell, args: list[str], line: str) -> bool:
@@ -109,7 +109,7 @@ def set_think(shell: Shell, args: list[str]) -> None:
     else:
         level = args[2].lower() if len(args) > 2 else "true"
         if len(args) > 3 or level not in THINK_LEVELS:
-            print(f"Invalid think level '{' '.join(args[2:])}': use low, medium or high")
+            print(f"Invalid think level '{' '.join(args[2:])}': use low, medium, high or max")
             return
         settings.think = THINK_LEVELS[level]
         print("Set 'think' mode." if len(args) == 2 else f"Set 'think' mode to '{args[2]}'.")
