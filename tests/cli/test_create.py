@@ -111,10 +111,36 @@ def test_bad_modelfiles_are_one_line_errors(pulled: Server, tmp_path: Path) -> N
     one_line_error(roost(pulled, "create", "create-bad", "-f", str(tmp_path / "nope")),
                    "cannot read the Modelfile")
     (tmp_path / "Modelfile").write_text("FROM no-such-model:1\n")
-    r = roost(pulled, "create", "create-bad", cwd=tmp_path)  # the server's error, after progress
+    r = roost(pulled, "create", "create-bad", cwd=tmp_path)  # the server's error
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.splitlines()[-1] == "Error: base model 'no-such-model:1' not found", r.stderr
     assert not (pulled.home / "manifests" / "registry.ollama.ai" / "library" / "create-bad").exists()
+
+
+def test_a_missing_from_file_is_named_not_taken_for_a_model(pulled: Server, tmp_path: Path) -> None:
+    """Found by a tester: `FROM ./missing.gguf` said "invalid model name './missing.gguf'"."""
+    for value in ("./missing.gguf", "weights/missing.gguf", str(tmp_path / "gone")):
+        (tmp_path / "Modelfile").write_text(f"FROM {value}\n")
+        r = roost(pulled, "create", "create-missing", cwd=tmp_path)
+        one_line_error(r, f"Error: Modelfile: line 1: {value}: no such file or directory")
+    assert "create-missing" not in roost(pulled, "list").stdout
+
+
+def test_requires_is_sent_kept_and_checked(pulled: Server, tmp_path: Path) -> None:
+    """Found by a tester: REQUIRES was an unknown instruction. Roost keeps the version in the
+    model's config (and never enforces it: it is Ollama's version, not Roost's)."""
+    (tmp_path / "Modelfile").write_text(f"FROM {MODEL}\nREQUIRES 0.5.0\nSYSTEM Be brief.\n")
+    created(roost(pulled, "create", "create-requires", cwd=tmp_path))
+    config_digest = manifest(pulled, "create-requires")["config"]["digest"]  # type: ignore[index]
+    config = json.loads((pulled.home / "blobs" / config_digest.replace(":", "-")).read_text())
+    assert config["requires"] == "0.5.0"
+    assert "REQUIRES 0.5.0" in roost(pulled, "show", "--modelfile", "create-requires").stdout
+    assert "requires" in roost(pulled, "show", "create-requires").stdout
+    status, answer = generate(pulled, "create-requires")  # a version above Roost's: still loads
+    assert status == 200 and answer["eval_count"], answer
+    (tmp_path / "Modelfile").write_text(f"FROM {MODEL}\nREQUIRES next-year\n")
+    one_line_error(roost(pulled, "create", "create-requires-2", cwd=tmp_path),
+                   "line 2", "REQUIRES 'next-year'", "semantic version")
 
 
 def test_round_trip_through_show_modelfile_and_a_real_generation(

@@ -71,7 +71,35 @@ def test_from_a_file_a_folder_or_a_name(tmp_path: Path, monkeypatch: pytest.Monk
     assert parse("FROM dir", tmp_path).weights == weights  # the one GGUF in the folder
     monkeypatch.setenv("HOME", str(tmp_path))
     assert parse("FROM ~/dir/m.gguf", Path("/")).weights == weights
-    assert parse("FROM m.gguf", tmp_path).model == "m.gguf"  # no such file: a name
+    assert parse("FROM qwen2.5-coder:0.5b", tmp_path).model == "qwen2.5-coder:0.5b"
+    assert parse("FROM hf.co/org/repo:Q4_K_M", tmp_path).model == "hf.co/org/repo:Q4_K_M"
+
+
+@pytest.mark.parametrize("value", ["./missing.gguf", "../up/model", "/no/such/file", "~/nope-roost",
+                                   "m.gguf", "dir/weights.GGUF", "model.safetensors", "."])
+def test_a_from_that_looks_like_a_path_must_exist(tmp_path: Path, value: str) -> None:
+    """Found by a tester: `FROM ./missing.gguf` said "invalid model name"; Ollama's client
+    says the file is missing (its stat error)."""
+    folder = tmp_path / "empty"  # so "." names a folder that holds no GGUF
+    folder.mkdir()
+    with pytest.raises(ModelfileError) as caught:
+        parse(f"# weights\nFROM {value}\n", folder)
+    message = str(caught.value)
+    if value == ".":
+        assert "no .gguf file" in message, message
+    else:
+        assert message == f"line 2: {value}: no such file or directory", message
+
+
+def test_requires_is_a_version_sent_and_printed_again(tmp_path: Path) -> None:
+    mf = parse("FROM m\nREQUIRES 0.5.0\n", tmp_path)
+    assert mf.requires == "0.5.0" and mf.request_fields()["requires"] == "0.5.0"
+    assert parse("FROM m\nrequires v0.14\n", tmp_path).requires == "0.14"  # Ollama drops the v
+    assert parse("FROM m\nREQUIRES 1.2.3-rc.1+build.5\n", tmp_path).requires == "1.2.3-rc.1+build.5"
+    assert "requires" not in parse("FROM m\n", tmp_path).request_fields()
+    text = render("m", requires="0.5.0")
+    assert "\nREQUIRES 0.5.0\n" in text and parse(text, tmp_path).requires == "0.5.0"
+    assert "REQUIRES" not in render("m")
 
 
 @pytest.mark.parametrize(("text", "words"), [
@@ -83,6 +111,10 @@ def test_from_a_file_a_folder_or_a_name(tmp_path: Path, monkeypatch: pytest.Monk
     ("FROM m\nMESSAGE robot hello\n", ["line 2", "role must be one of"]),
     ("FROM m\nSYSTEM \"\"\"never\nclosed\n", ["line 2", "never closed"]),
     ("FROM m\nADAPTER ./missing.gguf\n", ["line 2", "ADAPTER", "does not exist"]),
+    ("FROM m\nREQUIRES soon\n", ["line 2", "REQUIRES 'soon'", "semantic version", "0.14.0"]),
+    ("FROM m\nREQUIRES 1.02.3\n", ["line 2", "REQUIRES '1.02.3'"]),
+    ("FROM m\nREQUIRES 1.2-beta\n", ["line 2", "REQUIRES '1.2-beta'"]),
+    ("FROM m\nREQUIRES\n", ["line 2", "REQUIRES needs a value"]),
     ("FROM a\nFROM b\n", ["line 2", "second FROM"]),
     ("FROM\n", ["line 1", "FROM needs a value"]),
     ("SYSTEM hi\n", ["no FROM line"]),

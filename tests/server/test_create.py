@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import ollama
@@ -11,6 +12,7 @@ import pytest
 from roost.models import catalog
 from roost.models.names import Name
 from tests.conftest import MODEL, Server, greedy
+from tests.support import gguf_files
 
 
 @pytest.fixture()
@@ -101,5 +103,78 @@ def test_create_naming_a_malformed_digest_is_a_400(pulled: Server) -> None:
                       {"ok.gguf": f"sha256:{'0' * 64}", "bad.gguf": "md5:1"}):
             r = c.post("/api/create", json={"model": "x5", "files": files, "stream": False})
             assert r.status_code == 400 and "invalid digest" in r.json()["error"], (files, r.text)
-            r = c.post("/api/create", json={"model": "x5", "files": files})  # streamed
-            assert r.status_code == 200 and "invalid digest" in r.text.splitlines()[-1], r.text
+            r = c.post("/api/create", json={"model": "x5", "files": files})  # streamed: the same
+            assert r.status_code == 400 and "invalid digest" in r.json()["error"], (files, r.text)
+
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    ({}, 400, "neither 'from' nor 'files' was specified"),
+    ({"from": MODEL, "parameters": {"no_such_option": 1}}, 400, "no_such_option"),
+    ({"from": MODEL, "parameters": {"temperature": "hot"}}, 400, "temperature"),
+    ({"from": MODEL, "template": "{% if %}"}, 400, "template"),
+    ({"from": MODEL, "messages": [{"role": "robot", "content": "hi"}]}, 400, "robot"),
+    ({"from": MODEL, "requires": "soon"}, 400, "REQUIRES 'soon'"),
+    ({"from": MODEL, "quantize": "Q9_X"}, 400, "unsupported quantization type"),
+    ({"from": MODEL, "quantize": "Q8_0"}, 400, "cannot be quantized up"),
+    ({"from": MODEL, "adapters": {"l.gguf": "sha256:" + "1" * 64}}, 400, "was not uploaded"),
+    ({"files": {"m.gguf": "sha256:" + "0" * 64}}, 400, "was not uploaded"),
+    ({"from": "./m.gguf"}, 400, "invalid model name"),
+    ({"from": "missing-base:1"}, 404, "base model 'missing-base:1' not found"),
+])
+def test_a_streamed_create_refuses_bad_input_before_it_starts(
+        pulled: Server, body: dict[str, object], status: int, words: str) -> None:
+    """Found by a tester: a streamed create answered these as 200 with one error line. Before
+    any bytes are written the status code applies, as with `"stream": false`."""
+    before = manifests(pulled)
+    with pulled.client() as c:
+        for stream in (True, False):
+            r = c.post("/api/create", json={"model": "x6", "stream": stream, **body})
+            assert r.status_code == status, (stream, r.text)
+            assert r.headers["content-type"] == "application/json", r.headers
+            assert list(r.json()) == ["error"] and words in r.json()["error"], r.text
+    assert manifests(pulled) == before
+
+
+def test_what_only_the_work_finds_is_the_streams_last_line(pulled: Server) -> None:
+    """A blob that is no GGUF is refused up front; an adapter that does not fit the uploaded
+    weights is found once "parsing GGUF" is out: an error line in a 200."""
+    text = b"plain text, not weights"
+    weights, adapter = gguf_files.tiny("qwen2"), gguf_files.tiny("llama")
+    digests = {}
+    with pulled.client() as c:
+        for data in (text, weights, adapter):
+            digests[data] = "sha256:" + hashlib.sha256(data).hexdigest()
+            assert c.post(f"/api/blobs/{digests[data]}", content=data).status_code == 201
+        r = c.post("/api/create", json={"model": "x7", "files": {"w.gguf": digests[text]}})
+        assert r.status_code == 400 and "invalid GGUF" in r.json()["error"], r.text
+        r = c.post("/api/create", json={"model": "x7", "files": {"w.gguf": digests[weights]},
+                                        "adapters": {"a.gguf": digests[adapter]}})
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert r.status_code == 200 and lines[0] == {"status": "parsing GGUF"}, r.text
+    assert list(lines[-1]) == ["error"] and "not a LoRA adapter" in lines[-1]["error"], r.text
+    assert "x7" not in str(manifests(pulled))
+
+
+def test_requires_is_kept_in_the_config_and_inherited(pulled: Server) -> None:
+    with pulled.client() as c:
+        for model, body in (("req-1", {"from": MODEL, "requires": "v0.5.0"}),
+                            ("req-2", {"from": "req-1"}),
+                            ("req-3", {"from": "req-1", "requires": "0.9"})):
+            r = c.post("/api/create", json={"model": model, "stream": False, **body})
+            assert r.status_code == 200 and r.json() == {"status": "success"}, r.text
+    try:
+        assert [config(pulled, m).get("requires") for m in ("req-1", "req-2", "req-3")] == \
+            ["0.5.0", "0.5.0", "0.9"]
+        assert "requires" not in config(pulled, MODEL)
+    finally:
+        with pulled.client() as c:
+            for model in ("req-1", "req-2", "req-3"):
+                c.request("DELETE", "/api/delete", json={"model": model})
+
+
+def config(server: Server, model: str) -> dict[str, object]:
+    """The model's config blob, as stored."""
+    n = Name.parse(model)
+    path = server.home / "manifests" / n.host / n.namespace / n.model / n.tag
+    digest = json.loads(path.read_text())["config"]["digest"]
+    return json.loads((server.home / "blobs" / digest.replace(":", "-")).read_text())  # type: ignore[no-any-return]

@@ -106,6 +106,7 @@ class ShowResponse(_Out):
     modified_at: str
     tensors: list[dict[str, Any]] | None = Field(
         None, description="with `verbose`: each tensor's name, type and shape")
+    requires: str | None = Field(None, description="the Modelfile's REQUIRES, kept, not enforced")
 
 
 class EmbedResponse(_Out):

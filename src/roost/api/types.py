@@ -127,6 +127,8 @@ class CreateRequest(_Wire):
     parameters: dict[str, Any] | None = None
     messages: list[dict[str, Any]] | None = None
     quantize: str | None = None
+    requires: str | None = Field(default=None, description="minimum Ollama version (Modelfile "
+                                 "REQUIRES): kept and shown, not enforced")
     stream: bool = True
 
 

@@ -109,6 +109,7 @@ def _summary(info: dict, verbose: bool = False) -> str:
         ("context length", mi.get(f"{arch}.context_length", "")),
         ("embedding length", mi.get(f"{arch}.embedding_length", "")),
         ("quantization", details.get("quantization_level", "")),
+        ("requires", info.get("requires", "")),
     ]
     out = ["  Model"] + [f"    {k:<20}{v}" for k, v in rows if v != ""]
     out += ["", "  Capabilities"] + [f"    {c}" for c in info.get("capabilities") or []]

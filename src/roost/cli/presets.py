@@ -1,8 +1,8 @@
 """`roost presets`: saved settings (a system prompt and options), applied with `-p NAME`.
 
-A preset file is flat YAML, as Cortex's: `system:` plus generation parameters, under Ollama's
-option names or Cortex's (`max_tokens`, `ctx_len`, `typ_p`). The file is read here and sent
-as JSON; the server checks the options as it checks a request's.
+A preset file is flat YAML, as Cortex's: `system:` (or Cortex's `pre_prompt:`) plus generation
+parameters, under Ollama's option names or Cortex's (`max_tokens`, `ctx_len`, `typ_p`). The
+file is read here and sent as JSON; the server checks the options as it checks a request's.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 
 import click
 
+from roost import preset_names
 from roost.cli.common import connect
 from roost.cli.main import handle_errors
 
-SYSTEM_KEYS = ("system", "system_prompt", "system_message")
+SYSTEM_KEYS = ("system", "pre_prompt", "system_prompt", "system_message")  # pre_prompt: Cortex's
 CORTEX_NAMES = {"max_tokens": "num_predict", "ctx_len": "num_ctx", "typ_p": "typical_p",
                 "n_parallel": None, "stream": None, "engine": None, "model": None}
 
@@ -27,6 +28,10 @@ def from_mapping(data: Any) -> tuple[str, dict[str, Any]]:
 
     if not isinstance(data, dict):
         raise click.UsageError("a preset file holds a flat mapping of keys to values")
+    given = [str(key) for key in data if str(key) in SYSTEM_KEYS]
+    if len(given) > 1:
+        raise click.UsageError(f"both {' and '.join(repr(k) for k in given)} are given: they all "
+                               "mean the system prompt, keep one")
     system, options = "", {}
     for key, value in data.items():
         key = str(key)
@@ -44,6 +49,15 @@ def from_mapping(data: Any) -> tuple[str, dict[str, Any]]:
     except OptionError as exc:
         raise click.UsageError(str(exc)) from exc
     return system, options
+
+
+def check_name(name: str) -> str:
+    """The server's rule, said before asking it: a name with a `/` or only dots would not
+    even reach the preset's URL."""
+    why = preset_names.problem(name)
+    if why:
+        raise click.UsageError(why)
+    return name
 
 
 @click.group()
@@ -69,7 +83,7 @@ def show(name: str) -> None:
     """Print a preset as YAML."""
     import yaml
 
-    p = connect().preset(name)
+    p = connect().preset(check_name(name))
     data = {**({"system": p["system"]} if p.get("system") else {}), **(p.get("options") or {})}
     click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
 
@@ -83,6 +97,7 @@ def create(name: str, path: Path) -> None:
     """Create (or replace) a preset from a YAML file."""
     import yaml
 
+    check_name(name)
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -104,9 +119,12 @@ def set_(name: str, key: str, value: str) -> None:
     from roost.cli.run import parse_value
 
     client = connect()
-    p = client.preset(name)
-    data = {"system": p.get("system") or "", **(p.get("options") or {}),
-            key: value if key in SYSTEM_KEYS else parse_value(value)}
+    p = client.preset(check_name(name))
+    data = {"system": p.get("system") or "", **(p.get("options") or {})}
+    if key in SYSTEM_KEYS:
+        data["system"] = value
+    else:
+        data[key] = parse_value(value)
     system, options = from_mapping(data)
     client.put_preset(name, system, options)
     click.echo(f"set '{key}' in preset '{name}'")
@@ -117,7 +135,7 @@ def set_(name: str, key: str, value: str) -> None:
 @handle_errors
 def rm(name: str) -> None:
     """Delete a preset."""
-    connect().delete_preset(name)
+    connect().delete_preset(check_name(name))
     click.echo(f"deleted preset '{name}'")
 
 

@@ -125,7 +125,9 @@ def _open_shell(session: Session, first: str) -> None:
 
 def apply_preset(client: Client, name: str, settings: Settings) -> None:
     """A preset's system prompt and options, under what the command line says itself."""
-    preset = client.preset(name)
+    from roost.cli.presets import check_name
+
+    preset = client.preset(check_name(name))
     settings.system = settings.system or preset.get("system") or None
     settings.options = {**(preset.get("options") or {}), **settings.options}
 

@@ -4,6 +4,12 @@ Everything is checked before anything is written: the base must exist, uploaded 
 be in the store and an uploaded GGUF sound (models.gguf_check), parameters must be option
 names, the template must compile. Only then are the small layers written (content-addressed,
 so harmless) and, last, the manifest.
+
+`check` does every check that can be made before the first progress line, so the server can
+run it before its streamed answer starts and answer a plain 400 or 404; `create` does the
+rest and the work, reporting progress. An uploaded GGUF's metadata is read after the
+"parsing GGUF" line, so what only its contents can refuse (adapters that must fit it, a
+quantize of it) comes later, as the stream's last line.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from roost import config as settings
 from roost.chat import sandbox
 from roost.chat import template as templates
 from roost.core import OptionError, check_options
-from roost.models import config_blob, gguf_check, gguf_meta, link, quantize
+from roost.models import config_blob, gguf_check, gguf_meta, link, modelfile, quantize
 from roost.models.names import Name
 from roost.models.resolve import NotFound, resolve
 from roost.models.store import (
@@ -56,17 +63,56 @@ class Spec:
     messages: list[dict[str, Any]] | None = None
     adapters: dict[str, str] = field(default_factory=dict)  # ADAPTER: name -> uploaded digest
     quantize: str | None = None  # a type name: quantize the weights to it
+    # The minimum Ollama version the model asks for (Modelfile REQUIRES). Roost is not Ollama
+    # and its version numbers are its own, so it keeps the value in the model's config (for
+    # show and a printed Modelfile) but never refuses or warns about a model because of it.
+    requires: str | None = None
     cancelled: Callable[[], bool] = lambda: False  # true once nobody waits for the result
 
 
-def create(store: Store, spec: Spec, report: Callable[[dict[str, Any]], None]) -> None:
+@dataclass
+class Plan:
+    """What `check` found, so the work does not look it up again."""
+
+    name: Name
+    target: str | None  # the quantization type asked for
+    weights: str | None = None  # FROM an uploaded GGUF: its digest (checked, not yet parsed)
+    base: tuple[dict[str, Layer], dict[str, Any]] | None = None  # FROM a model: layers, config
+    adapters: list[Layer] | None = None  # checked already (FROM a model); None: not yet
+
+
+def check(store: Store, spec: Spec) -> Plan:
+    """Every check that can be made before the first progress line; raises InvalidName,
+    CreateError (a 400) or NotFound (a 404, the base model) and writes nothing."""
     name = Name.parse(spec.name)
     _check(spec)
     target = _quantize_target(spec)
+    for file, digest in spec.adapters.items():
+        _adapter_path(store, file, digest)
+    if spec.files:
+        return Plan(name, target, weights=_uploaded(store, spec))
+    layers, config = _from_model(store, spec)
+    adapters = _adapters(store, spec, layers, config)
+    if target is not None:
+        try:
+            quantize.check_source(quantize.source_type(str(config.get("file_type") or "unknown")),
+                                  target)
+        except quantize.QuantizeError as exc:
+            raise CreateError(str(exc)) from exc
+    return Plan(name, target, base=(layers, config), adapters=adapters)
+
+
+def create(store: Store, spec: Spec, report: Callable[[dict[str, Any]], None],
+           plan: Plan | None = None) -> None:
+    """Build the model; `plan` is `check`'s answer when the caller ran it already."""
+    plan = plan or check(store, spec)
     created: set[str] = set()  # digests written by this create: "creating new layer"
-    base_layers, config = _base(store, spec, report, created)
-    adapters = _adapters(store, spec, base_layers, config)
-    base_layers, config = _quantized(store, spec, target, base_layers, config, report, created)
+    base_layers, config = plan.base or _from_file(store, spec, plan.weights, report, created)
+    adapters = plan.adapters if plan.adapters is not None else _adapters(store, spec, base_layers,
+                                                                         config)
+    base_layers, config = _quantized(store, spec, plan.target, base_layers, config, report, created)
+    if spec.requires:
+        config = {**config, "requires": modelfile.requires_version(spec.requires)}
     layers = dict(base_layers)  # media type -> layer; a new value replaces the base's
     params = {**_params_of(store, base_layers.get(PARAMS_MEDIA_TYPE)), **spec.parameters}
     texts = {
@@ -89,7 +135,7 @@ def create(store: Store, spec: Spec, report: Callable[[dict[str, Any]], None]) -
         new = "creating new" if layer.digest in created else "using existing"
         report({"status": f"{new} layer {layer.digest}"})
     report({"status": "writing manifest"})
-    store.put(name, config_layer, final)
+    store.put(plan.name, config_layer, final)
     report({"status": "success"})
 
 
@@ -121,32 +167,45 @@ def _check(spec: Spec) -> None:
     for message in spec.messages or []:
         if message.get("role") not in ("system", "user", "assistant", "tool"):
             raise CreateError(f"invalid message role {message.get('role')!r}")
+    if spec.requires:
+        try:
+            modelfile.requires_version(spec.requires)
+        except ValueError as exc:
+            raise CreateError(str(exc)) from exc
 
 
-def _base(store: Store, spec: Spec, report: Callable[[dict[str, Any]], None],
-          created: set[str]) -> tuple[dict[str, Layer], dict[str, Any]]:
-    if spec.files:
-        ggufs = [d for f, d in spec.files.items() if f.endswith(".gguf")] or list(spec.files.values())
-        digest = wire_digest(ggufs[0])
-        if not store.has_blob(digest):
-            raise CreateError(f"blob {digest} was not uploaded")
-        report({"status": "parsing GGUF"})
-        try:
-            path = link.verified(store, digest)  # a linked file must be the one hashed
-        except link.StaleLink as exc:
-            raise CreateError(str(exc)) from exc
-        try:
-            gguf_check.check(path)  # before anything reads it, llama.cpp least of all
-            config, gguf_template = config_blob.build(path)
-        except gguf_check.InvalidGGUF as exc:
-            raise CreateError(str(exc)) from exc
-        except (ValueError, OSError) as exc:
-            raise CreateError(f"{next(iter(spec.files))} is not a GGUF model: {exc}") from exc
-        layers = {MODEL_MEDIA_TYPE: Layer(MODEL_MEDIA_TYPE, digest, path.stat().st_size)}
-        if gguf_template and spec.template is None:
-            layers[TEMPLATE_MEDIA_TYPE] = _write_text(store, gguf_template, TEMPLATE_MEDIA_TYPE,
-                                                      created)
-        return layers, config
+def _uploaded(store: Store, spec: Spec) -> str:
+    """The uploaded weights' digest: present, if linked still the file that was hashed, and a
+    sound GGUF (a bounded walk of its header: before anything reads it, llama.cpp least of all)."""
+    ggufs = [d for f, d in spec.files.items() if f.endswith(".gguf")] or list(spec.files.values())
+    digest = wire_digest(ggufs[0])
+    if not store.has_blob(digest):
+        raise CreateError(f"blob {digest} was not uploaded")
+    try:
+        gguf_check.check(link.verified(store, digest))
+    except (link.StaleLink, gguf_check.InvalidGGUF) as exc:
+        raise CreateError(str(exc)) from exc
+    return digest
+
+
+def _from_file(store: Store, spec: Spec, digest: str | None,
+               report: Callable[[dict[str, Any]], None],
+               created: set[str]) -> tuple[dict[str, Layer], dict[str, Any]]:
+    assert digest is not None
+    path = store.blob_path(digest)  # a linked file was checked unchanged by `check`
+    report({"status": "parsing GGUF"})
+    try:
+        config, gguf_template = config_blob.build(path)  # checked as sound by `check`
+    except (ValueError, OSError) as exc:
+        raise CreateError(f"{next(iter(spec.files))} is not a GGUF model: {exc}") from exc
+    layers = {MODEL_MEDIA_TYPE: Layer(MODEL_MEDIA_TYPE, digest, path.stat().st_size)}
+    if gguf_template and spec.template is None:
+        layers[TEMPLATE_MEDIA_TYPE] = _write_text(store, gguf_template, TEMPLATE_MEDIA_TYPE,
+                                                  created)
+    return layers, config
+
+
+def _from_model(store: Store, spec: Spec) -> tuple[dict[str, Layer], dict[str, Any]]:
     assert spec.base is not None
     try:
         ref = resolve(store, spec.base)
@@ -209,12 +268,7 @@ def _adapters(store: Store, spec: Spec, layers: dict[str, Layer],
 def _adapter(store: Store, file: str, digest: str, arch: str,
              shapes: dict[str, tuple[int, ...]]) -> Layer:
     """One uploaded adapter, refused (400) unless llama.cpp will be able to apply it."""
-    try:
-        path = store.blob_path(digest)
-    except StoreError as exc:
-        raise CreateError(f"adapter '{file}': {exc}") from exc
-    if not path.is_file():
-        raise CreateError(f"adapter '{file}': blob {wire_digest(digest)} was not uploaded")
+    path = _adapter_path(store, file, digest)
     try:
         gguf_check.check(path)
         meta, _ = gguf_meta.read(path, want_tokens=False)
@@ -230,6 +284,16 @@ def _adapter(store: Store, file: str, digest: str, arch: str,
     for tensor in meta.tensors:
         _check_lora_tensor(file, tensor, shapes)
     return Layer(ADAPTER_MEDIA_TYPE, wire_digest(digest), path.stat().st_size)
+
+
+def _adapter_path(store: Store, file: str, digest: str) -> Path:
+    try:
+        path = store.blob_path(digest)
+    except StoreError as exc:
+        raise CreateError(f"adapter '{file}': {exc}") from exc
+    if not path.is_file():
+        raise CreateError(f"adapter '{file}': blob {wire_digest(digest)} was not uploaded")
+    return path
 
 
 def _check_lora_tensor(file: str, tensor: gguf_meta.TensorInfo,

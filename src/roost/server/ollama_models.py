@@ -33,8 +33,9 @@ from roost.api.responses import (
     errors,
 )
 from roost.api.types import CopyRequest, CreateRequest, LinkRequest, ModelRequest
-from roost.models import catalog, gguf_check, gguf_meta, huggingface, link, modelfile, quantize, transfer
+from roost.models import catalog, gguf_check, gguf_meta, huggingface, link, modelfile, transfer
 from roost.models.create import CreateError, Spec, copy, create
+from roost.models.create import check as check_create
 from roost.models.names import DEFAULT_HOST, InvalidName, Name
 from roost.models.pull import ModelNotFound, pull, pull_hub
 from roost.models.resolve import ModelRef, NotFound
@@ -104,6 +105,7 @@ async def show(request: Request, body: ModelRequest) -> Response:
             "capabilities": ref.capabilities,
             "modified_at": ref.manifest.modified_at.isoformat().replace("+00:00", "Z"),
             **({"tensors": verbose["tensors"]} if verbose else {}),
+            **({"requires": ref.config["requires"]} if ref.config.get("requires") else {}),
         })
 
     return await guarded(run)
@@ -142,7 +144,8 @@ def _parameters_text(params: dict[str, Any]) -> str:
 def _modelfile(ref: ModelRef) -> str:
     """A Modelfile that recreates the model: `roost create` of it gives the same layers."""
     return modelfile.render(str(ref.weights_path), ref.template, ref.system, ref.params,
-                            [str(path) for path in ref.adapter_paths], ref.messages, ref.license)
+                            [str(path) for path in ref.adapter_paths], ref.messages, ref.license,
+                            ref.config.get("requires"))
 
 
 @router.get("/ps", responses=doc(ProcessResponse))
@@ -302,19 +305,20 @@ async def _progress_response(work: Callable[[Callable[[dict[str, Any]], None]], 
 
 @router.post("/create", responses=doc(ProgressResponse, streams=True))
 async def create_model(request: Request, body: CreateRequest) -> Response:
-    try:
-        Name.parse(body.model)
-        if body.quantize:  # a real 400, not an error line in a 200 stream
-            quantize.parse_type(body.quantize)
-    except (InvalidName, quantize.QuantizeError) as exc:
-        return error(400, str(exc))
     gone = threading.Event()  # a quantize stops when its client leaves
     spec = Spec(name=body.model, base=body.from_, files=body.files or {},
                 template=body.template, system=body.system, license=body.license,
                 parameters=body.parameters or {}, messages=body.messages,
-                adapters=body.adapters or {}, quantize=body.quantize, cancelled=gone.is_set)
+                adapters=body.adapters or {}, quantize=body.quantize, requires=body.requires,
+                cancelled=gone.is_set)
     store = request.app.state.store
-    return await _progress_response(lambda report: create(store, spec, report),
+    try:  # before the stream starts, so bad input is a real 400 (404: no base), not an error line
+        plan = await asyncio.to_thread(check_create, store, spec)
+    except (InvalidName, CreateError) as exc:
+        return error(400, str(exc))
+    except NotFound as exc:
+        return error(404, str(exc))
+    return await _progress_response(lambda report: create(store, spec, report, plan),
                                     body.stream, gone)
 
 

@@ -2,7 +2,9 @@
 
 Cortex keeps presets as YAML files beside its data; Roost keeps them in the server's
 database, behind this API, so the CLI, scripts and the chat page share them. Options are
-checked as a request's are, so a preset can never carry a value a request could not.
+checked as a request's are, so a preset can never carry a value a request could not. The
+routes take any path after /v1/presets/, so a name with a `/` is a 400 naming the rule, not a
+404 that reads like a missing preset.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
+from roost import preset_names
 from roost.api.responses import CortexError, errors
 from roost.core import OptionError, check_options
 from roost.server.cortex import error
 from roost.threads.store import NotFound, Preset, Store
 
 router = APIRouter(prefix="/v1/presets", tags=["presets"], responses=errors(CortexError))
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 class PresetBody(BaseModel):
@@ -44,18 +46,20 @@ async def list_presets(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": [preset_object(p) for p in presets]})
 
 
-@router.get("/{name}")
+@router.get("/{name:path}")
 async def get_preset(request: Request, name: str) -> Response:
+    if why := preset_names.problem(name):
+        return error(400, why)
     try:
         return JSONResponse(preset_object(await asyncio.to_thread(_db(request).preset, name)))
     except NotFound as exc:
         return error(404, str(exc))
 
 
-@router.put("/{name}")
+@router.put("/{name:path}")
 async def put_preset(request: Request, name: str, body: PresetBody) -> Response:
-    if not name or len(name) > 64 or not set(name) <= _NAME_CHARS:
-        return error(400, f"invalid preset name '{name}': letters, digits, '-', '_' and '.'")
+    if why := preset_names.problem(name):
+        return error(400, why)
     try:
         check_options(body.options)
     except OptionError as exc:
@@ -64,8 +68,10 @@ async def put_preset(request: Request, name: str, body: PresetBody) -> Response:
     return JSONResponse(preset_object(preset))
 
 
-@router.delete("/{name}")
+@router.delete("/{name:path}")
 async def delete_preset(request: Request, name: str) -> Response:
+    if why := preset_names.problem(name):
+        return error(400, why)
     try:
         await asyncio.to_thread(_db(request).delete_preset, name)
     except NotFound as exc:
