@@ -38,8 +38,9 @@ NUM_THREADS = Setting("ROOST_NUM_THREADS", "0", "CPU threads per runner (0: one 
 ORIGINS = Setting("ROOST_ORIGINS", "", "Extra allowed CORS origins, comma-separated")
 EDITOR = Setting("ROOST_EDITOR", "", "Editor for the chat shell's Ctrl+G")
 NOHISTORY = Setting("ROOST_NOHISTORY", "", "Do not keep the chat shell's history")
-API_KEY = Setting("ROOST_API_KEY", "", "Require 'Authorization: Bearer KEY' on every route but / and "
-                  "/api/version (or put the key in ROOST_HOME/api_key, mode 0600)")
+API_KEY = Setting("ROOST_API_KEY", "", "Require 'Authorization: Bearer KEY' on every route but /, the chat "
+                  "page's files (/web/...) and /api/version (or put the key in "
+                  "ROOST_HOME/api_key, mode 0600)")
 ALLOW_UNAUTHENTICATED = Setting("ROOST_ALLOW_UNAUTHENTICATED", "",
                                 "Set to 1 to serve a non-loopback address without an API key")
 ALLOWED_HOSTS = Setting("ROOST_ALLOWED_HOSTS", "", "Extra Host names accepted on a loopback bind "

@@ -41,7 +41,9 @@ def handle_errors(fn: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True,
              subcommand_metavar="COMMAND [ARGS]...")
-@click.version_option(__version__, "-v", "--version", prog_name="roost")
+@click.option("-v", "--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _param, value: _version(ctx) if value else None,
+              help="Show the version (the server's too, when one answers).")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Run language models on your own machine."""
@@ -49,6 +51,27 @@ def cli(ctx: click.Context) -> None:
     # raises a usage error, which main() would turn into exit 1.
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
+
+
+def _version(ctx: click.Context) -> None:
+    """Ollama's `-v`: the running server's version, and the client's where it differs. It
+    asks ROOST_HOST only; it never starts a server to answer."""
+    if ctx.resilient_parsing:
+        return
+    from roost.api.autostart import NotRoost
+    from roost.api.client import Client, ConnectError, ResponseError
+
+    try:
+        server = str(Client(timeout=2).version().get("version") or "")
+    except (ConnectError, NotRoost, ResponseError):
+        server = ""
+    if server:
+        click.echo(f"roost version is {server}")
+    else:
+        click.echo("Warning: could not connect to a running Roost instance")
+    if server != __version__:
+        click.echo(f"Warning: client version is {__version__}")
+    ctx.exit()
 
 
 def _register() -> None:
@@ -62,6 +85,7 @@ def _register() -> None:
     cli.add_command(engines.configs)
     cli.add_command(presets.presets)
     cli.add_command(serve.serve)
+    cli.add_command(serve.serve, name="start")  # Ollama's alias, and Cortex's name for it
     for command in (models.pull, models.push, models.cp, models.list_models, models.show,
                     models.rm):
         cli.add_command(command)
