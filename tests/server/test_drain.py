@@ -32,7 +32,7 @@ from tests.support.signals_and_hangups import (
     send_raw,
 )
 
-COUNT = "Count from 1 to 5000, one number per line, with no other text."
+LONG = "Write a long Python module implementing a linked list class with many methods, each with a docstring."
 EXIT_TIMEOUT = 120  # s: only a server that does not stop takes this long
 MARGIN = 2.0  # s past the drain time for the error frames to arrive on a loaded machine
 
@@ -64,7 +64,7 @@ def serve(template: Path, tmp_path: Path) -> Iterator[Any]:
 
 def _ollama_stream(srv: Server, num_predict: int, first: threading.Event) -> list[dict[str, Any]]:
     with srv.client(timeout=EXIT_TIMEOUT) as c, c.stream("POST", "/api/chat", json={
-            "model": MODEL, "messages": [{"role": "user", "content": COUNT}],
+            "model": MODEL, "messages": [{"role": "user", "content": LONG}],
             "options": {"num_predict": num_predict, "temperature": 0}}) as r:
         assert r.status_code == 200
         lines = []
@@ -77,7 +77,7 @@ def _ollama_stream(srv: Server, num_predict: int, first: threading.Event) -> lis
 
 def _openai_stream(srv: Server, max_tokens: int, first: threading.Event) -> list[dict[str, Any]]:
     with srv.client(timeout=EXIT_TIMEOUT) as c, c.stream("POST", "/v1/chat/completions", json={
-            "model": MODEL, "messages": [{"role": "user", "content": COUNT}], "stream": True,
+            "model": MODEL, "messages": [{"role": "user", "content": LONG}], "stream": True,
             "max_tokens": max_tokens, "temperature": 0}) as r:
         assert r.status_code == 200
         events = []
@@ -150,10 +150,12 @@ def test_streams_past_the_drain_time_end_with_an_error_frame(serve: Any, sig: si
     srv = serve(ROOST_DRAIN_TIMEOUT="1s")
     # Not streamed, so nothing is sent before the drain ends them: a 503 in each shape. Sent
     # first, so they are in the server once the streams flow.
-    whole = [send_raw(srv, "/api/generate", {"model": MODEL, "prompt": COUNT, "stream": False,
-                                              "options": {"num_predict": 3000}}),
-             send_raw(srv, "/v1/chat/completions", {"model": MODEL, "max_tokens": 3000,
-                                                     "messages": [{"role": "user", "content": COUNT}]})]
+    # Greedy, and a long answer: sampled, "count to 5000" once ended after one token, before
+    # the drain time, and that answer was rightly a 200.
+    whole = [send_raw(srv, "/api/generate", {"model": MODEL, "prompt": LONG, "stream": False,
+                                              "options": {"num_predict": 3000, "temperature": 0}}),
+             send_raw(srv, "/v1/chat/completions", {"model": MODEL, "max_tokens": 3000, "temperature": 0,
+                                                     "messages": [{"role": "user", "content": LONG}]})]
     with ThreadPoolExecutor(2) as pool:
         ollama, openai = _streaming(pool, srv, tokens=3000)
         sent = time.monotonic()
