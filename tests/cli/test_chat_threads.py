@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
@@ -61,19 +62,25 @@ def test_unknown_thread_is_one_line_and_exit_1(pulled: Server, args: list[str]) 
     assert "not found" in r.stderr
 
 
-def test_the_shell_saves_its_chat_as_a_thread(pulled: Server, greedy_model: str) -> None:
-    from tests.cli.test_shell import Shell
-
-    shell = Shell(pulled, greedy_model, ROOST_NOHISTORY="1")
-    shell.line("Say hello.")
-    shell.child.send("\x04")
+def _leave_and_read_thread(server: Server, shell: Any, keys: str) -> tuple[str, list[dict[str, Any]]]:
+    """Leave the shell with `keys`; the thread id it printed, and that thread's messages."""
+    shell.child.send(keys)
     shell.child.expect(r"thread: (thread_\w+)")
     thread = shell.child.match.group(1)
     shell.child.expect(pexpect.EOF)
     shell.child.close()
     assert shell.child.exitstatus == 0
-    with pulled.client() as c:
+    with server.client() as c:
         data = c.get(f"/v1/threads/{thread}/messages", params={"order": "asc"}).json()["data"]
+    return thread, data
+
+
+def test_the_shell_saves_its_chat_as_a_thread(pulled: Server, greedy_model: str) -> None:
+    from tests.cli.test_shell import Shell
+
+    shell = Shell(pulled, greedy_model, ROOST_NOHISTORY="1")
+    shell.line("Say hello.")
+    _, data = _leave_and_read_thread(pulled, shell, "\x04")
     assert [m["role"] for m in data] == ["user", "assistant"]
     assert data[0]["content"][0]["text"]["value"] == "Say hello."
 
@@ -93,14 +100,7 @@ def test_an_interrupted_turn_is_left_out_when_the_thread_resumes(pulled: Server,
     shell.prompt(timeout=20)
     shell.line("/set think")  # this model cannot think: the next turn fails before any answer
     assert "Error:" in shell.line("Tell me a secret.")
-    shell.child.send("/bye\r")
-    shell.child.expect(r"thread: (thread_\w+)")
-    thread = shell.child.match.group(1)
-    shell.child.expect(pexpect.EOF)
-    shell.child.close()
-    assert shell.child.exitstatus == 0
-    with pulled.client() as c:
-        data = c.get(f"/v1/threads/{thread}/messages", params={"order": "asc"}).json()["data"]
+    thread, data = _leave_and_read_thread(pulled, shell, "/bye\r")
     assert [(m["role"], m["status"]) for m in data] == [
         ("user", "completed"), ("assistant", "completed"), ("user", "completed"),
         ("assistant", "incomplete"), ("user", "completed"), ("assistant", "incomplete")]
