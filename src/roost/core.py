@@ -97,7 +97,7 @@ class Turn:
     truncate: bool = True  # too long for the context: drop the oldest turns, then the start
     shift: bool = True  # an answer that fills the context goes on past its oldest half
     grammar: str | None = None  # raw GBNF
-    tagged_calls: bool = False  # generate: tool calls the model writes come back parsed
+    tagged_calls: bool = False  # generate: a model with a parser gets its tool calls parsed
 
 
 @dataclass
@@ -122,6 +122,16 @@ class Done:
     context: list[int] = field(default_factory=list)
     truncated: int = 0  # prompt tokens left out to fit the context
     stop_sequence: str | None = None  # the request's stop string that ended it, if one did
+
+    @property
+    def whole_prompt(self) -> int:
+        """The prompt's length, a reused cached prefix included: what every dialect reports."""
+        return self.prompt_tokens or self.prompt_eval_count
+
+    @property
+    def cached_tokens(self) -> int:
+        """The part of the prompt whose KV cache was reused rather than evaluated."""
+        return max(self.whole_prompt - self.prompt_eval_count, 0)
 
 
 # Every option name Ollama's API accepts. Those without meaning here (GPU placement, mmap,

@@ -49,16 +49,23 @@ def ensure_server(client: Client) -> None:
     raise ConnectError(f"could not start the Roost server at {client.base_url} (see {log})")
 
 
-def _check(client: Client) -> None:
+def server_version(client: Client) -> str:
+    """The version of the Roost server at the client's address; ConnectError if nothing
+    answers there, NotRoost if something else does (Ollama's default port is the same)."""
     try:
         info = client.version()
-    except ResponseError:
+    except (ResponseError, ValueError):  # an error status, or an answer that is not JSON
         info = {}
     if info.get("server") != "roost":
         raise NotRoost(
             f"the server at {client.base_url} is not Roost (an Ollama server?); "
             "set ROOST_HOST to another address, e.g. ROOST_HOST=127.0.0.1:11435"
         )
+    return str(info.get("version") or "")
+
+
+def _check(client: Client) -> None:
+    server_version(client)
 
 
 def _spawn() -> subprocess.Popen[bytes]:

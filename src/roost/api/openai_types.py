@@ -114,6 +114,8 @@ class Usage(_Wire):
     prompt_tokens: int
     completion_tokens: int = 0
     total_tokens: int
+    prompt_tokens_details: dict[str, int] | None = Field(
+        None, description="`cached_tokens`: the prompt's prefix whose KV cache was reused")
 
 
 class ChatChoice(_Wire):

@@ -107,6 +107,7 @@ class ShowResponse(_Out):
     tensors: list[dict[str, Any]] | None = Field(
         None, description="with `verbose`: each tensor's name, type and shape")
     requires: str | None = Field(None, description="the Modelfile's REQUIRES, kept, not enforced")
+    parser: str | None = Field(None, description="the built-in output parser the model names")
 
 
 class EmbedResponse(_Out):

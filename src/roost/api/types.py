@@ -127,6 +127,9 @@ class CreateRequest(_Wire):
     parameters: dict[str, Any] | None = None
     messages: list[dict[str, Any]] | None = None
     quantize: str | None = None
+    parser: str | None = Field(default=None, description="the model's output parser, as Ollama "
+                               "names it (qwen3, harmony, ...): with one, /api/generate returns the "
+                               "tool calls the model writes in `tool_calls`")
     requires: str | None = Field(default=None, description="minimum Ollama version (Modelfile "
                                  "REQUIRES): kept and shown, not enforced")
     stream: bool = True

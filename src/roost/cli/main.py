@@ -58,13 +58,14 @@ def _version(ctx: click.Context) -> None:
     asks ROOST_HOST only; it never starts a server to answer."""
     if ctx.resilient_parsing:
         return
-    from roost.api.autostart import NotRoost
-    from roost.api.client import Client, ConnectError, ResponseError
+    from roost.api.autostart import NotRoost, server_version
+    from roost.api.client import Client, ConnectError
 
-    try:
-        server = str(Client(timeout=2).version().get("version") or "")
-    except (ConnectError, NotRoost, ResponseError):
-        server = ""
+    with Client(timeout=2) as client:
+        try:
+            server = server_version(client)
+        except (ConnectError, NotRoost):  # nothing, or something else (Ollama), answers there
+            server = ""
     if server:
         click.echo(f"roost version is {server}")
     else:

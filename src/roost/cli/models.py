@@ -96,7 +96,8 @@ def _verbose_sections(info: dict) -> list[str]:
     out = ["", "  Metadata"] + [f"    {k:<40}{_short(mi[k])}" for k in sorted(mi)]
     tensors = info.get("tensors") or []
     if tensors:
-        out += ["", "  Tensors"] + [f"    {t['name']:<40}{t['type']:<8}{t['shape']}" for t in tensors]
+        out += ["", "  Tensors"] + [f"    {t['name']:<40}{t['type']:<8}{_short(t['shape'], 80)}"
+                                     for t in tensors]
     return out
 
 

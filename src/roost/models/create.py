@@ -67,6 +67,7 @@ class Spec:
     # and its version numbers are its own, so it keeps the value in the model's config (for
     # show and a printed Modelfile) but never refuses or warns about a model because of it.
     requires: str | None = None
+    parser: str | None = None  # Ollama's built-in output parser name; generate reads tool calls
     cancelled: Callable[[], bool] = lambda: False  # true once nobody waits for the result
 
 
@@ -113,6 +114,8 @@ def create(store: Store, spec: Spec, report: Callable[[dict[str, Any]], None],
     base_layers, config = _quantized(store, spec, plan.target, base_layers, config, report, created)
     if spec.requires:
         config = {**config, "requires": modelfile.requires_version(spec.requires)}
+    if spec.parser:
+        config = {**config, "parser": spec.parser}
     layers = dict(base_layers)  # media type -> layer; a new value replaces the base's
     params = {**_params_of(store, base_layers.get(PARAMS_MEDIA_TYPE)), **spec.parameters}
     texts = {
@@ -185,6 +188,8 @@ def _uploaded(store: Store, spec: Spec) -> str:
         gguf_check.check(link.verified(store, digest))
     except (link.StaleLink, gguf_check.InvalidGGUF) as exc:
         raise CreateError(str(exc)) from exc
+    except OSError as exc:  # a linked file that cannot be read
+        raise CreateError(f"blob {digest} cannot be read: {exc.strerror or exc}") from exc
     return digest
 
 

@@ -190,8 +190,7 @@ def _turn(body: CountTokensRequest) -> Turn:
 # -- the answer -----------------------------------------------------------------------------
 
 def _usage(done: Done) -> dict[str, int]:
-    # input_tokens is the whole prompt; prompt_eval_count leaves out a reused cached prefix.
-    return {"input_tokens": done.prompt_tokens or done.prompt_eval_count,
+    return {"input_tokens": done.whole_prompt,
             "output_tokens": done.eval_count}
 
 

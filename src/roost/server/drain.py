@@ -19,7 +19,7 @@ from collections.abc import Callable
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from roost.server.error_shapes import openai_body
+from roost.server import error_shapes
 from roost.server.ollama import NDJSON, ndjson_line
 from roost.server.openai import SSE
 
@@ -92,16 +92,16 @@ class DrainGuard:
         if not sent.started:
             await self.error(scope["path"], 503, message)(scope, receive, send)
         elif not sent.finished:
-            frame = _error_frame(sent.content_type, message)
+            frame = _error_frame(scope["path"], sent.content_type, message)
             if frame is not None:  # otherwise the connection closes mid-body: an error too
                 await send({"type": "http.response.body", "body": frame, "more_body": False})
 
 
-def _error_frame(content_type: str, message: str) -> bytes | None:
+def _error_frame(path: str, content_type: str, message: str) -> bytes | None:
     if content_type.startswith(NDJSON):
         return ndjson_line({"error": message})
     if content_type.startswith(SSE):
-        return b"data: " + ndjson_line(openai_body(503, message)) + b"\n"
+        return error_shapes.sse_error_frame(path, message)
     return None
 
 

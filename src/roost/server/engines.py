@@ -26,6 +26,7 @@ from roost.scheduler.runner import Runner, RunnerError
 from roost.server.inference import (
     BadRequest,
     build_request,
+    check_capabilities,
     format_of,
     generate,
     output_parser,
@@ -62,12 +63,16 @@ async def engine_for(request: Request, model: str) -> Engine:
 
 async def local_model(request: Request, model: str, work: str) -> ModelRef:
     """A model from the store, for `work` that only the local engine does (embeddings): a
-    remote engine's model is named as such, not reported missing."""
-    target = await remote_target(request, model)
-    if target is not None:
-        raise BadRequest(f"model '{model}' is served by engine '{target[0].name}', which Roost "
-                         f"uses for chat only: {work} need a local model")
-    return resolve_model(request, model)
+    remote engine's model is named as such, not reported missing. The store is asked first,
+    so a local model costs no database lookup."""
+    try:
+        return resolve_model(request, model)
+    except (NotFound, BadRequest):  # `MODEL:ENGINE` is no valid store name
+        target = await remote_target(request, model)
+        if target is None:
+            raise
+    raise BadRequest(f"model '{model}' is served by engine '{target[0].name}', which Roost uses "
+                     f"for chat only: {work} need a local model")
 
 
 async def count_tokens(request: Request, turn: Turn) -> int:
@@ -116,7 +121,7 @@ class LocalEngine(Engine):
 
     async def count_tokens(self, turn: Turn) -> int:
         ref = self._model(turn)
-        output_parser(ref, "", turn.tools, turn.think)  # the same refusals as a generation
+        check_capabilities(ref, turn.tools, turn.think)  # the same refusals as a generation
         prompt = await self._prompt(ref, turn)
         async with tokenizer(scheduler(self.request), ref, turn.keep_alive) as runner:
             return len(await runner.tokenize(prompt))
@@ -134,7 +139,7 @@ class LocalEngine(Engine):
                 return await _fit(runner, limit, ref, turn, req.prompt)
 
         parser = output_parser(ref, req.prompt, turn.tools, turn.think,
-                               tagged_calls=turn.tagged_calls and not turn.raw)
+                               tagged_calls=turn.tagged_calls and bool(ref.config.get("parser")))
         return parsed(generate(scheduler(self.request), ref, req, fit, turn.context,
                                turn.return_context), parser)
 

@@ -243,20 +243,26 @@ async def embed(scheduler: Scheduler, ref: ModelRef, texts: list[str], truncate:
     return vectors, count, load_ns
 
 
+def check_capabilities(ref: ModelRef, tools: list[dict[str, Any]] | None, think: Any) -> None:
+    """A request for thinking or tools from a model without them is the client's error."""
+    if think not in (None, False) and "thinking" not in ref.capabilities:
+        raise BadRequest(f'"{ref.name}" does not support thinking')
+    if tools and "tools" not in ref.capabilities:
+        raise BadRequest(f'"{ref.name}" does not support tools')
+
+
 def output_parser(ref: ModelRef, prompt: str, tools: list[dict[str, Any]] | None,
                   think: Any, tagged_calls: bool = False) -> OutputParser:
     """Check what the request asks of the model, and set up the parsing of its output.
 
     `tagged_calls` reads the tool calls of a model that can make them even though the request
-    offered none: a generate prompt (or its system text, or its own template) may describe
-    tools, and Ollama then answers with `tool_calls`, not with the raw tags. Without offered
-    tools there are no names to match, so only tagged calls count, never bare JSON.
+    offered none: a generate prompt (or its system text) may describe tools, and for a model
+    whose config names a built-in parser Ollama then answers with `tool_calls`, not with the
+    raw tags. Without offered tools there are no names to match, so only tagged calls count,
+    never bare JSON.
     """
+    check_capabilities(ref, tools, think)
     caps = ref.capabilities
-    if think not in (None, False) and "thinking" not in caps:
-        raise BadRequest(f'"{ref.name}" does not support thinking')
-    if tools and "tools" not in caps:
-        raise BadRequest(f'"{ref.name}" does not support tools')
     thinking = "thinking" in caps and think is not False
     names = frozenset(str((t.get("function") or t).get("name", "")) for t in tools or [])
     return OutputParser(tools=bool(tools) or (tagged_calls and "tools" in caps), think=thinking,

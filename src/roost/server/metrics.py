@@ -60,7 +60,7 @@ class Metrics:
         reg.register(_SchedulerState(scheduler))
 
     def finished(self, model: str, done: Done) -> None:
-        self.prompt_tokens.labels(model).inc(done.prompt_tokens or done.prompt_eval_count)
+        self.prompt_tokens.labels(model).inc(done.whole_prompt)
         self.prompt_eval_tokens.labels(model).inc(done.prompt_eval_count)
         self.generated_tokens.labels(model).inc(done.eval_count)
         if done.eval_count > 0 and done.eval_ns > 0:

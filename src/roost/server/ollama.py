@@ -68,7 +68,7 @@ def _final(model: str, done: Done, started: float, extra: dict[str, Any]) -> dic
     return {
         "model": model, "created_at": now_rfc3339(), **extra, "done": True,
         "done_reason": done.reason, "total_duration": total, "load_duration": done.load_ns,
-        "prompt_eval_count": done.prompt_tokens or done.prompt_eval_count,
+        "prompt_eval_count": done.whole_prompt,
         "prompt_eval_duration": done.prompt_eval_ns,
         "eval_count": done.eval_count, "eval_duration": done.eval_ns,
         **({"context": done.context} if done.context else {}),
@@ -165,7 +165,7 @@ async def generate(request: Request, body: GenerateRequest) -> Response:
             keep_alive=body.keep_alive, logprobs=body.logprobs, top_logprobs=body.top_logprobs,
             suffix=body.suffix or None, context=body.context or None, return_context=not body.raw,
             truncate=body.truncate is not False, shift=body.shift is not False, grammar=body.grammar,
-            tagged_calls=not body.suffix, history=True))
+            tagged_calls=not (body.suffix or body.raw), history=True))
         return await _respond(request, stream, body.model, body.stream, _generate_shape,
                               calls_last=True)
 

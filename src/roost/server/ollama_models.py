@@ -105,7 +105,7 @@ async def show(request: Request, body: ModelRequest) -> Response:
             "capabilities": ref.capabilities,
             "modified_at": ref.manifest.modified_at.isoformat().replace("+00:00", "Z"),
             **({"tensors": verbose["tensors"]} if verbose else {}),
-            **({"requires": ref.config["requires"]} if ref.config.get("requires") else {}),
+            **{key: ref.config[key] for key in ("parser", "requires") if ref.config.get(key)},
         })
 
     return await guarded(run)
@@ -310,6 +310,7 @@ async def create_model(request: Request, body: CreateRequest) -> Response:
                 template=body.template, system=body.system, license=body.license,
                 parameters=body.parameters or {}, messages=body.messages,
                 adapters=body.adapters or {}, quantize=body.quantize, requires=body.requires,
+                parser=body.parser,
                 cancelled=gone.is_set)
     store = request.app.state.store
     try:  # before the stream starts, so bad input is a real 400 (404: no base), not an error line

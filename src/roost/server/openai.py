@@ -177,11 +177,10 @@ def _messages(model: str, messages: list[ChatMessage]) -> list[dict[str, Any]]:
 # -- answers --------------------------------------------------------------------------------
 
 def _usage(done: Done) -> dict[str, Any]:
-    # prompt_tokens is the whole prompt; prompt_eval_count leaves out a reused cached prefix.
-    prompt = done.prompt_tokens or done.prompt_eval_count
+    prompt = done.whole_prompt
     return {"prompt_tokens": prompt, "completion_tokens": done.eval_count,
             "total_tokens": prompt + done.eval_count,
-            "prompt_tokens_details": {"cached_tokens": max(prompt - done.prompt_eval_count, 0)}}
+            "prompt_tokens_details": {"cached_tokens": done.cached_tokens}}
 
 
 def _finish(done: Done) -> str:

@@ -28,9 +28,9 @@ def _id(prefix: str) -> str:
 
 def usage(done: Done) -> dict[str, Any]:
     """input_tokens is the whole prompt; the part whose KV cache was reused counts as cached."""
-    prompt = done.prompt_tokens or done.prompt_eval_count
+    prompt = done.whole_prompt
     return {"input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": max(prompt - done.prompt_eval_count, 0),
+            "input_tokens_details": {"cached_tokens": done.cached_tokens,
                                      "cache_write_tokens": 0},
             "output_tokens": done.eval_count,
             "output_tokens_details": {"reasoning_tokens": 0},

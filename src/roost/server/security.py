@@ -161,8 +161,6 @@ class ApiKey:
 
 def _unauthorized(path: str) -> dict[str, Any]:
     message = "unauthorized: this server needs an API key (Authorization: Bearer KEY)"
-    if path.startswith("/v2/"):
-        return {"errors": [{"code": "UNAUTHORIZED", "message": message}]}
     return error_shapes.for_path(path, 401, message, code="invalid_api_key")
 
 
