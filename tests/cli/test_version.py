@@ -11,6 +11,7 @@ import pytest
 from roost import __version__
 from tests.cli.test_run import ROOST, roost
 from tests.conftest import Server, free_port
+from tests.support import search_server
 
 
 def test_version_asks_the_running_server(server: Server) -> None:
@@ -36,28 +37,8 @@ def test_start_is_serve(server: Server) -> None:
 
 def test_version_does_not_take_an_ollama_server_for_roost(server: Server) -> None:
     """Ollama's default port is Roost's: its /api/version has no `"server": "roost"`."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Ollama(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-            body = json.dumps({"version": "0.12.0"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    other = ThreadingHTTPServer(("127.0.0.1", 0), Ollama)
-    threading.Thread(target=other.serve_forever, daemon=True).start()
-    try:
-        env = {**server.env(), "ROOST_HOST": f"127.0.0.1:{other.server_address[1]}"}
+    with search_server({"version": "0.12.0"}) as (url, _):
+        env = {**server.env(), "ROOST_HOST": url.removeprefix("http://")}
         r = subprocess.run([*ROOST, "-v"], env=env, text=True, capture_output=True, timeout=60)
-    finally:
-        other.shutdown()
     assert r.returncode == 0 and "0.12.0" not in r.stdout, r.stdout
     assert r.stdout.startswith("Warning: could not connect to a running Roost instance")
